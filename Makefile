@@ -1,0 +1,57 @@
+# Every target sets up what it needs: on a fresh machine `make demo` and `make test` are all it takes.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test check lint typecheck imports fmt bench bench-webhook constraints clean
+
+$(STAMP): pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "modelcache needs Python >= 3.11; $(PYTHON) is $$($(PYTHON) --version)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
+	$(BIN)/python -m pip install --quiet --constraint constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+## demo: run the webhook locally over HTTPS and show what it does to the example workloads
+demo: $(STAMP)
+	$(BIN)/python -m devtools.demo
+
+## test: every test (unit, golden admission cases, HTTPS handler, fuzz); e2e only with KUBECONFIG
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+## check: lint + types + import contracts + tests
+check: lint typecheck imports test
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+imports: $(STAMP)
+	$(BIN)/lint-imports --no-logo
+
+fmt: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+## bench: benchmarks that print tables (results go in docs/benchmarks.md)
+bench: bench-webhook
+
+bench-webhook: $(STAMP)
+	$(BIN)/python -m bench.webhook
+
+## constraints: re-pin the exact versions every install uses (after changing pyproject.toml)
+constraints:
+	rm -rf /tmp/modelcache-pin && $(PYTHON) -m venv /tmp/modelcache-pin
+	/tmp/modelcache-pin/bin/python -m pip install --quiet --upgrade "pip>=24"
+	/tmp/modelcache-pin/bin/python -m pip install --quiet -e '.[dev]'
+	/tmp/modelcache-pin/bin/python -m pip freeze --exclude-editable --exclude modelcache | \
+		grep -v '^pip==' > constraints.txt
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .import_linter_cache

@@ -1,0 +1,46 @@
+"""Entry point of the webhook image: read settings, set up logging and TLS, serve."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from webhook.app import create_app
+from webhook.config import Settings
+from webhook.errors import SettingsError
+from webhook.logs import configure_logging
+from webhook.tls import TlsReloader
+
+log = logging.getLogger("webhook")
+
+
+def main() -> int:
+    try:
+        settings = Settings.from_env(os.environ)
+    except SettingsError as err:
+        print(err, file=sys.stderr)  # noqa: T201 (logging is not configured yet)
+        return 2
+    configure_logging(fmt=settings.log_format, level=settings.log_level)
+    tls = TlsReloader(Path(settings.tls_dir), min_version=settings.tls_min_version)
+    if not tls.reload():
+        log.warning("no usable certificate in %s yet; not ready until one appears", settings.tls_dir)
+    app = create_app(settings, tls=tls)
+    log.info("modelcache webhook listening on %s:%d", settings.host, settings.port)
+    web.run_app(
+        app,
+        host=settings.host,
+        port=settings.port,
+        ssl_context=tls.server_context,
+        access_log=None,
+        print=None,
+        shutdown_timeout=20.0,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,207 @@
+"""Webhook settings: a frozen dataclass read once from MODELCACHE_* environment variables."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from typing import Literal
+
+from fetcher.contract import ContractError, parse_mount_path, parse_quantity
+from webhook.errors import SettingsError
+
+ENV_PREFIX = "MODELCACHE_"
+DEFAULT_FETCHER_IMAGE = "modelcache-fetcher:0.1.0"
+# [registry[:port]/]path[:tag][@sha256:digest], lowercase path as the distribution spec requires.
+_IMAGE = re.compile(
+    r"(?:[a-zA-Z0-9.-]+(?::\d+)?/)?[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?"
+)
+_URL = re.compile(r"https?://[A-Za-z0-9.\-\[\]:]+(?:/[!-~]*)?")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    """Everything the webhook can be told; each field is MODELCACHE_<FIELD NAME IN UPPER CASE>."""
+
+    # What gets injected.
+    fetcher_image: str = DEFAULT_FETCHER_IMAGE
+    fetcher_image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    pvc_name: str = "modelcache"
+    mount_path: str = "/models"
+    fetcher_cpu_request: str = "250m"
+    fetcher_cpu_limit: str = "2"
+    fetcher_memory_request: str = "256Mi"
+    fetcher_memory_limit: str = "1Gi"
+    # Size limit of the emptyDir that replaces the cache for pods that opt out.
+    pod_local_size_limit: str = "100Gi"
+    # Size limit of the fetcher's private /tmp.
+    scratch_size_limit: str = "1Gi"
+    # The UID the fetcher runs as when the pod itself runs as root (runAsNonRoot would refuse it).
+    fetcher_uid: int = 65532
+    # Passed to the fetcher: a Hub mirror (HF_ENDPOINT) and an S3-compatible endpoint (AWS_ENDPOINT_URL).
+    hf_endpoint: str = ""
+    s3_endpoint: str = ""
+    # Accept http:// model URLs (inside a trusted network only).
+    allow_http: bool = False
+    # Serving.
+    host: str = "0.0.0.0"  # noqa: S104 (the apiserver reaches us through a Service)
+    port: int = 9443
+    tls_dir: str = "/etc/modelcache/tls"
+    tls_min_version: Literal["1.2", "1.3"] = "1.2"
+    tls_reload_seconds: float = 10.0
+    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+        """Read and validate every MODELCACHE_* variable; one error lists every problem."""
+        problems: list[str] = []
+        values: dict[str, object] = {}
+        known = {ENV_PREFIX + f.name.upper() for f in fields(cls)}
+        for name in sorted(environ):
+            if name.startswith(ENV_PREFIX) and name not in known and not _SERVICE_LINK.fullmatch(name):
+                problems.append(f"{name} is not a setting (known: {', '.join(sorted(known))})")
+        for f in fields(cls):
+            env = ENV_PREFIX + f.name.upper()
+            if env in environ:
+                reader = _READERS[f.name]
+                try:
+                    values[f.name] = reader(environ[env])
+                except (ValueError, ContractError) as err:
+                    problems.append(f"{env}={environ[env]!r}: {err}")
+        if problems:
+            raise SettingsError(problems)
+        settings = cls(**values)  # type: ignore[arg-type]  # each reader returns its field's type
+        problems = settings.problems()
+        if problems:
+            raise SettingsError(problems)
+        return settings
+
+    def problems(self) -> list[str]:
+        """Cross-field checks (also run on settings built in code, e.g. by tests)."""
+        problems: list[str] = []
+        pairs: tuple[tuple[Literal["cpu", "memory"], str, str], ...] = (
+            ("cpu", self.fetcher_cpu_request, self.fetcher_cpu_limit),
+            ("memory", self.fetcher_memory_request, self.fetcher_memory_limit),
+        )
+        for kind, request, limit in pairs:
+            request_env = f"{ENV_PREFIX}FETCHER_{kind.upper()}_REQUEST"
+            limit_env = f"{ENV_PREFIX}FETCHER_{kind.upper()}_LIMIT"
+            try:
+                too_much = parse_quantity(request, annotation=request_env, kind=kind) > parse_quantity(
+                    limit, annotation=limit_env, kind=kind
+                )
+            except ContractError as err:
+                problems.append(str(err))
+                continue
+            if too_much:
+                problems.append(
+                    f"{request_env}={request!r} is more than {limit_env}={limit!r}; a request may not exceed its limit"
+                )
+        return problems
+
+
+def _image(value: str) -> str:
+    if not _IMAGE.fullmatch(value):
+        raise ValueError("expected an image reference such as registry.example.com/modelcache-fetcher:0.1.0")
+    return value
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    def read(value: str) -> str:
+        if value not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}")
+        return value
+
+    return read
+
+
+def _port(value: str) -> int:
+    port = int(value)
+    if not 1 <= port <= 65535:
+        raise ValueError("expected a port number from 1 to 65535")
+    return port
+
+
+def _uid(value: str) -> int:
+    uid = int(value)
+    if not 1 <= uid <= 2**31 - 1:
+        raise ValueError("expected a non-root UID (1 to 2147483647)")
+    return uid
+
+
+def _seconds(value: str) -> float:
+    seconds = float(value)
+    if not 0.1 <= seconds <= 3600:
+        raise ValueError("expected a number of seconds from 0.1 to 3600")
+    return seconds
+
+
+def _boolean(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("true", "1", "yes", "on"):
+        return True
+    if lowered in ("false", "0", "no", "off", ""):
+        return False
+    raise ValueError("expected true or false")
+
+
+def _url(value: str) -> str:
+    if value and not _URL.fullmatch(value):
+        raise ValueError("expected an http(s) URL such as https://hub-mirror.example.com")
+    return value.rstrip("/")
+
+
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*")
+
+
+def _pvc_name(value: str) -> str:
+    if len(value) > 253 or not _DNS_SUBDOMAIN.fullmatch(value):
+        raise ValueError("expected a PersistentVolumeClaim name (lowercase letters, digits, '-' and '.')")
+    return value
+
+
+def _quantity(kind: Literal["cpu", "memory"]) -> Callable[[str], str]:
+    def read(value: str) -> str:
+        parse_quantity(value, annotation="value", kind=kind)
+        return value
+
+    return read
+
+
+def _mount_path(value: str) -> str:
+    return parse_mount_path(value, annotation=f"{ENV_PREFIX}MOUNT_PATH")
+
+
+def _text(value: str) -> str:
+    return value
+
+
+_READERS: dict[str, Callable[[str], object]] = {
+    "fetcher_image": _image,
+    "fetcher_image_pull_policy": _choice("Always", "IfNotPresent", "Never"),
+    "pvc_name": _pvc_name,
+    "mount_path": _mount_path,
+    "fetcher_cpu_request": _quantity("cpu"),
+    "fetcher_cpu_limit": _quantity("cpu"),
+    "fetcher_memory_request": _quantity("memory"),
+    "fetcher_memory_limit": _quantity("memory"),
+    "pod_local_size_limit": _quantity("memory"),
+    "scratch_size_limit": _quantity("memory"),
+    "fetcher_uid": _uid,
+    "hf_endpoint": _url,
+    "s3_endpoint": _url,
+    "allow_http": _boolean,
+    "host": _text,
+    "port": _port,
+    "tls_dir": _text,
+    "tls_min_version": _choice("1.2", "1.3"),
+    "tls_reload_seconds": _seconds,
+    "log_format": _choice("text", "json"),
+    "log_level": _choice("DEBUG", "INFO", "WARNING", "ERROR"),
+}
+# Kubernetes service links: a Service named modelcache-* in the namespace puts these in every pod's env.
+_SERVICE_LINK = re.compile(
+    r"MODELCACHE_[A-Z0-9_]*_(?:SERVICE_HOST|SERVICE_PORT(?:_[A-Z0-9_]+)?|PORT(?:_\d+_(?:TCP|UDP|SCTP)(?:_PROTO|_PORT|_ADDR)?)?)"
+)

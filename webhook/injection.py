@@ -1,0 +1,437 @@
+"""Pure pod logic: read the annotations, decide, and build explicit JSON Patch ops.
+
+No HTTP and no Kubernetes API here. The input is the raw pod of the AdmissionReview; the output is a
+:class:`Decision` with ``add`` ops that apply to exactly that object (missing arrays are created, never
+appended to), so re-running on the patched pod finds our injection and yields no ops.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from fetcher import contract as c
+from webhook.config import Settings
+from webhook.errors import DenialError, ReviewError
+from webhook.review import JsonObject, PatchOp
+
+Outcome = Literal["skipped", "already_injected", "injected", "opted_out"]
+MIRROR_POD_ANNOTATION = "kubernetes.io/config.mirror"
+# Env that workload-identity webhooks (EKS IRSA, EKS Pod Identity) put on app containers. If such a
+# webhook ran before us, our init container lacks them, so we copy the literal values for s3:// models.
+_WORKLOAD_IDENTITY_ENV = (
+    "AWS_ROLE_ARN",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_ROLE_SESSION_NAME",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_STS_REGIONAL_ENDPOINTS",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+)
+_TOKEN_FILE_ENV = ("AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE")
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What to do with one pod."""
+
+    outcome: Outcome
+    patch: tuple[PatchOp, ...] = ()
+    warnings: tuple[str, ...] = ()
+    key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRequest:
+    """The pod's modelcache.io/* annotations, parsed."""
+
+    source: c.Source
+    key: str
+    include: tuple[str, ...]
+    mount_path: str
+    container_names: tuple[str, ...] | None
+    secret: str | None
+    resources: JsonObject
+    warnings: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PodView:
+    """Typed access to the parts of the raw pod we read; malformed shapes raise ReviewError."""
+
+    metadata: JsonObject
+    spec: JsonObject
+    annotations: dict[str, str]
+    containers: list[JsonObject]
+    init_containers: list[JsonObject]
+    ephemeral_containers: list[JsonObject]
+    volumes: list[JsonObject]
+
+    @classmethod
+    def of(cls, pod: JsonObject) -> PodView:
+        metadata = _object(pod, "metadata")
+        spec = _object(pod, "spec")
+        annotations = _object(metadata, "annotations")
+        if not all(isinstance(v, str) for v in annotations.values()):
+            raise ReviewError("metadata.annotations has a value that is not a string")
+        return cls(
+            metadata=metadata,
+            spec=spec,
+            annotations=annotations,
+            containers=_named_objects(spec, "containers"),
+            init_containers=_named_objects(spec, "initContainers"),
+            ephemeral_containers=_named_objects(spec, "ephemeralContainers"),
+            volumes=_named_objects(spec, "volumes"),
+        )
+
+
+def decide(pod: JsonObject, *, settings: Settings) -> Decision:
+    """Decide what a pod CREATE gets. Raises DenialError (refuse the pod) or ReviewError (malformed)."""
+    view = PodView.of(pod)
+    if c.MODEL_ANNOTATION not in view.annotations:
+        return Decision("skipped")
+    if MIRROR_POD_ANNOTATION in view.annotations:
+        return Decision("skipped", warnings=("modelcache: static (mirror) pods cannot be injected; ignored",))
+    request = read_request(view.annotations, settings=settings)
+    if _already_injected(view, request):
+        return Decision("already_injected", key=request.key)
+    opted_out_by, warnings = _opt_out(view)
+    targets = _target_containers(view, request)
+    patch, env_warnings = _build_patch(view, request, targets=targets, shared=opted_out_by is None, settings=settings)
+    if opted_out_by is not None:
+        warnings += (
+            f"modelcache: {c.OPT_OUT_ENV} is set in container {opted_out_by}: the model goes to pod-local storage",
+        )
+    return Decision(
+        "injected" if opted_out_by is None else "opted_out",
+        patch=tuple(patch),
+        warnings=request.warnings + warnings + env_warnings,
+        key=request.key,
+    )
+
+
+def read_request(annotations: dict[str, str], *, settings: Settings) -> ModelRequest:
+    """Parse every modelcache.io/* annotation; one DenialError lists every problem."""
+    problems: list[str] = []
+
+    def attempt(parse: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return parse(*args, **kwargs)
+        except c.ContractError as err:
+            problems.append(str(err))
+            return None
+
+    source = attempt(c.parse_source, annotations[c.MODEL_ANNOTATION], allow_http=settings.allow_http)
+    include: tuple[str, ...] = ()
+    if c.INCLUDE_ANNOTATION in annotations:
+        include = attempt(c.parse_include, annotations[c.INCLUDE_ANNOTATION]) or ()
+    mount_path = settings.mount_path
+    if c.MOUNT_PATH_ANNOTATION in annotations:
+        mount_path = attempt(c.parse_mount_path, annotations[c.MOUNT_PATH_ANNOTATION]) or mount_path
+    names = None
+    if c.CONTAINERS_ANNOTATION in annotations:
+        names = attempt(c.parse_container_names, annotations[c.CONTAINERS_ANNOTATION])
+    secret = None
+    if c.SECRET_ANNOTATION in annotations:
+        secret = attempt(c.parse_secret_name, annotations[c.SECRET_ANNOTATION])
+    resources = _resources(annotations, settings, problems)
+    if problems or source is None:
+        raise DenialError("modelcache: " + " ".join(problems))
+    return ModelRequest(
+        source=source,
+        key=c.model_key(source, include),
+        include=include,
+        mount_path=mount_path,
+        container_names=names,
+        secret=secret,
+        resources=resources,
+        warnings=_annotation_warnings(annotations, source),
+    )
+
+
+def _resources(annotations: dict[str, str], settings: Settings, problems: list[str]) -> JsonObject:
+    """The fetcher's requests and limits: settings, overridden per workload by annotations."""
+    wanted: dict[tuple[str, str], tuple[str, str]] = {
+        ("requests", "cpu"): (c.CPU_REQUEST_ANNOTATION, settings.fetcher_cpu_request),
+        ("limits", "cpu"): (c.CPU_LIMIT_ANNOTATION, settings.fetcher_cpu_limit),
+        ("requests", "memory"): (c.MEMORY_REQUEST_ANNOTATION, settings.fetcher_memory_request),
+        ("limits", "memory"): (c.MEMORY_LIMIT_ANNOTATION, settings.fetcher_memory_limit),
+    }
+    resources: JsonObject = {"requests": {}, "limits": {}}
+    amounts = {}
+    for (section, kind), (annotation, default) in wanted.items():
+        value = annotations.get(annotation, default)
+        try:
+            amounts[section, kind] = c.parse_quantity(value, annotation=annotation, kind=kind)  # type: ignore[arg-type]
+        except c.ContractError as err:
+            problems.append(str(err))
+        resources[section][kind] = value
+    for kind in ("cpu", "memory"):
+        request, limit = amounts.get(("requests", kind)), amounts.get(("limits", kind))
+        if request is not None and limit is not None and request > limit:
+            problems.append(
+                f"the fetcher's {kind} request {resources['requests'][kind]} is more than its limit "
+                f"{resources['limits'][kind]}; set {wanted['limits', kind][0]} to at least the request."
+            )
+    return resources
+
+
+def _annotation_warnings(annotations: dict[str, str], source: c.Source) -> tuple[str, ...]:
+    warnings = [
+        f"modelcache: unknown annotation {name} is ignored; see docs/annotations.md"
+        for name in sorted(annotations)
+        if name.startswith(c.ANNOTATION_PREFIX) and name not in c.KNOWN_ANNOTATIONS
+    ]
+    if isinstance(source, c.HubSource) and source.revision != c.DEFAULT_REVISION:
+        warnings.append(
+            f"modelcache: start the engine with --revision {source.revision} (or load $MODEL_PATH) "
+            "to read this revision"
+        )
+    return tuple(warnings)
+
+
+def _already_injected(view: PodView, request: ModelRequest) -> bool:
+    """True when our injection is there; DenialError when our reserved names are taken by something else."""
+    volume_names = {v["name"] for v in view.volumes}
+    fetchers = [x for x in view.init_containers if x["name"] == c.FETCHER_CONTAINER_NAME]
+    complete = len(fetchers) == 1 and {c.CACHE_VOLUME_NAME, c.SCRATCH_VOLUME_NAME} <= volume_names
+    if complete:
+        injected_for = _env_value(fetchers[0], c.SOURCE_ENV)
+        if injected_for == request.source.uri:
+            return True
+        raise DenialError(
+            f"modelcache: this pod was injected for {injected_for!r} but its annotation "
+            f"{c.MODEL_ANNOTATION} now names {request.source.uri!r}; create the pod again from its template"
+        )
+    squatters = [
+        f"container {x['name']}"
+        for x in view.containers + view.init_containers + view.ephemeral_containers
+        if x["name"] == c.FETCHER_CONTAINER_NAME
+    ] + [f"volume {name}" for name in sorted(volume_names & {c.CACHE_VOLUME_NAME, c.SCRATCH_VOLUME_NAME})]
+    for container in view.containers + view.init_containers:
+        for mount in _named_objects(container, "volumeMounts"):
+            if mount["name"] in (c.CACHE_VOLUME_NAME, c.SCRATCH_VOLUME_NAME):
+                squatters.append(f"a volumeMount of container {container['name']} named {mount['name']}")
+    if squatters:
+        raise DenialError(
+            f"modelcache: the pod uses names that modelcache reserves ({', '.join(squatters)}); rename them "
+            f"(reserved: container {c.FETCHER_CONTAINER_NAME}, volumes {c.CACHE_VOLUME_NAME} and "
+            f"{c.SCRATCH_VOLUME_NAME})"
+        )
+    return False
+
+
+def _opt_out(view: PodView) -> tuple[str | None, tuple[str, ...]]:
+    """The first container that sets AIOLI_DISABLE_MODEL_CACHE to a true value, and warnings."""
+    opted_out_by: str | None = None
+    warnings: list[str] = []
+    for container in view.containers + view.init_containers:
+        for entry in _named_objects(container, "env"):
+            if entry["name"] != c.OPT_OUT_ENV:
+                continue
+            value = entry.get("value")
+            if isinstance(value, str):
+                if c.is_true(value) and opted_out_by is None:
+                    opted_out_by = container["name"]
+            elif "valueFrom" in entry:
+                warnings.append(
+                    f"modelcache: {c.OPT_OUT_ENV} in container {container['name']} uses valueFrom, which "
+                    "admission cannot read; ignored"
+                )
+    return opted_out_by, tuple(warnings)
+
+
+def _target_containers(view: PodView, request: ModelRequest) -> list[int]:
+    """Indices of the app containers that get the mount and env."""
+    names = [x["name"] for x in view.containers]
+    if request.container_names is None:
+        targets = list(range(len(names)))
+    else:
+        unknown = [n for n in request.container_names if n not in names]
+        if unknown:
+            raise DenialError(
+                f"modelcache: {c.CONTAINERS_ANNOTATION} names {', '.join(unknown)}, which the pod does not "
+                f"have; its containers are {', '.join(names) or 'none'}"
+            )
+        targets = [names.index(n) for n in request.container_names]
+    for index in targets:
+        for mount in _named_objects(view.containers[index], "volumeMounts"):
+            if mount.get("mountPath") == request.mount_path:
+                raise DenialError(
+                    f"modelcache: container {names[index]} already mounts a volume at {request.mount_path}; "
+                    f"choose another path with {c.MOUNT_PATH_ANNOTATION}"
+                )
+    return targets
+
+
+def _build_patch(
+    view: PodView, request: ModelRequest, *, targets: list[int], shared: bool, settings: Settings
+) -> tuple[list[PatchOp], tuple[str, ...]]:
+    ops: list[PatchOp] = []
+    warnings: list[str] = []
+    if shared:
+        labels = view.metadata.get("labels")
+        label_path = "/metadata/labels/" + _escape(c.MODEL_KEY_LABEL)
+        if not isinstance(labels, dict):
+            ops.append({"op": "add", "path": "/metadata/labels", "value": {c.MODEL_KEY_LABEL: request.key}})
+        elif labels.get(c.MODEL_KEY_LABEL) != request.key:
+            ops.append({"op": "add", "path": label_path, "value": request.key})
+    ops += _append("/spec/volumes", view.spec.get("volumes"), _volumes(shared, settings))
+    mount = {"name": c.CACHE_VOLUME_NAME, "mountPath": request.mount_path, "readOnly": True}
+    app_env = _app_env(request)
+    for index in targets:
+        container = view.containers[index]
+        base = f"/spec/containers/{index}"
+        ops += _append(base + "/volumeMounts", container.get("volumeMounts"), [mount])
+        present = {e["name"] for e in _named_objects(container, "env")}
+        missing = [e for e in app_env if e["name"] not in present]
+        warnings += [
+            f"modelcache: container {container['name']} already sets {e['name']}; its value is kept"
+            for e in app_env
+            if e["name"] in present
+        ]
+        ops += _append(base + "/env", container.get("env"), missing)
+    fetcher = _fetcher_container(view, request, targets=targets, shared=shared, settings=settings)
+    ops += _append("/spec/initContainers", view.spec.get("initContainers"), [fetcher])
+    return ops, tuple(warnings)
+
+
+def _volumes(shared: bool, settings: Settings) -> list[JsonObject]:
+    cache: JsonObject = {"name": c.CACHE_VOLUME_NAME}
+    if shared:
+        cache["persistentVolumeClaim"] = {"claimName": settings.pvc_name}
+    else:
+        cache["emptyDir"] = {"sizeLimit": settings.pod_local_size_limit}
+    scratch = {"name": c.SCRATCH_VOLUME_NAME, "emptyDir": {"sizeLimit": settings.scratch_size_limit}}
+    return [cache, scratch]
+
+
+def _app_env(request: ModelRequest) -> list[JsonObject]:
+    env = [{"name": c.MODEL_PATH_ENV, "value": c.model_path(request.mount_path, request.key)}]
+    if isinstance(request.source, c.HubSource):
+        env += [
+            {"name": c.HF_HUB_CACHE_ENV, "value": c.hub_cache_path(request.mount_path)},
+            {"name": c.HF_HUB_OFFLINE_ENV, "value": "1"},
+        ]
+    return env
+
+
+def _fetcher_container(
+    view: PodView, request: ModelRequest, *, targets: list[int], shared: bool, settings: Settings
+) -> JsonObject:
+    env: list[JsonObject] = [
+        {"name": c.SOURCE_ENV, "value": request.source.uri},
+        {"name": c.MODEL_KEY_ENV, "value": request.key},
+        {"name": c.CACHE_ROOT_ENV, "value": request.mount_path},
+        {"name": c.MODEL_PATH_ENV, "value": c.model_path(request.mount_path, request.key)},
+        {"name": c.SHARED_CACHE_ENV, "value": "true" if shared else "false"},
+        {"name": c.POD_NAME_ENV, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": c.POD_NAMESPACE_ENV, "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        {"name": c.NODE_NAME_ENV, "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+    ]
+    if request.include:
+        env.append({"name": c.INCLUDE_ENV, "value": ",".join(request.include)})
+    if settings.hf_endpoint and isinstance(request.source, c.HubSource):
+        env.append({"name": "HF_ENDPOINT", "value": settings.hf_endpoint})
+    if settings.s3_endpoint and isinstance(request.source, c.S3Source):
+        env.append({"name": "AWS_ENDPOINT_URL", "value": settings.s3_endpoint})
+    if request.secret:
+        env += [
+            {
+                "name": key,
+                "valueFrom": {"secretKeyRef": {"name": request.secret, "key": key, "optional": True}},
+            }
+            for key in c.SECRET_KEYS_BY_SCHEME[request.source.scheme]
+        ]
+    mounts: list[JsonObject] = [
+        {"name": c.CACHE_VOLUME_NAME, "mountPath": request.mount_path},
+        {"name": c.SCRATCH_VOLUME_NAME, "mountPath": c.SCRATCH_MOUNT_PATH},
+    ]
+    if isinstance(request.source, c.S3Source):
+        identity_env, identity_mounts = _workload_identity(view, targets)
+        env += identity_env
+        mounts += identity_mounts
+    security: JsonObject = {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "privileged": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    pod_security = view.spec.get("securityContext")
+    if isinstance(pod_security, dict) and pod_security.get("runAsUser") == 0:
+        security["runAsUser"] = settings.fetcher_uid  # the pod runs as root; runAsNonRoot would refuse it
+    return {
+        "name": c.FETCHER_CONTAINER_NAME,
+        "image": settings.fetcher_image,
+        "imagePullPolicy": settings.fetcher_image_pull_policy,
+        "env": env,
+        "resources": request.resources,
+        "securityContext": security,
+        "terminationMessagePath": "/dev/termination-log",
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "volumeMounts": mounts,
+    }
+
+
+def _workload_identity(view: PodView, targets: list[int]) -> tuple[list[JsonObject], list[JsonObject]]:
+    """Copy IRSA / Pod Identity env and the token's mount from the first app container that has them."""
+    for index in targets:
+        container = view.containers[index]
+        env = {e["name"]: e for e in _named_objects(container, "env") if isinstance(e.get("value"), str)}
+        if "AWS_ROLE_ARN" not in env and "AWS_CONTAINER_CREDENTIALS_FULL_URI" not in env:
+            continue
+        copied = [dict(env[name]) for name in _WORKLOAD_IDENTITY_ENV if name in env]
+        token_dirs = {posixpath.dirname(env[name]["value"]) for name in _TOKEN_FILE_ENV if name in env}
+        mounts = [
+            {"name": m["name"], "mountPath": m["mountPath"], "readOnly": True}
+            for m in _named_objects(container, "volumeMounts")
+            if isinstance(m.get("mountPath"), str) and m["mountPath"] in token_dirs
+        ]
+        return copied, mounts
+    return [], []
+
+
+def _append(path: str, existing: object, items: list[JsonObject]) -> list[PatchOp]:
+    """Ops that append items to the array at path, creating the array when it is absent."""
+    if not items:
+        return []
+    if not isinstance(existing, list):
+        return [{"op": "add", "path": path, "value": items}]
+    return [{"op": "add", "path": path + "/-", "value": item} for item in items]
+
+
+def _escape(key: str) -> str:
+    """A JSON Pointer reference token (RFC 6901)."""
+    return key.replace("~", "~0").replace("/", "~1")
+
+
+def _env_value(container: JsonObject, name: str) -> str | None:
+    for entry in _named_objects(container, "env"):
+        if entry["name"] == name and isinstance(entry.get("value"), str):
+            return str(entry["value"])
+    return None
+
+
+def _object(parent: JsonObject, key: str) -> JsonObject:
+    value = parent.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ReviewError(f"{key} is a {type(value).__name__}, expected an object")
+    return value
+
+
+def _named_objects(parent: JsonObject, key: str, *, name_key: str | None = "name") -> list[JsonObject]:
+    """A list of objects, each with a string name (unless name_key is None)."""
+    value = parent.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+        raise ReviewError(f"{key} is not a list of objects")
+    if name_key is not None and not all(isinstance(item.get(name_key), str) for item in value):
+        raise ReviewError(f"an item of {key} has no {name_key}")
+    return value
