@@ -185,10 +185,7 @@ def _annotation_warnings(annotations: dict[str, str], source: c.Source) -> tuple
         if name.startswith(c.ANNOTATION_PREFIX) and name not in c.KNOWN_ANNOTATIONS
     ]
     if isinstance(source, c.HubSource) and source.revision != c.DEFAULT_REVISION:
-        warnings.append(
-            f"modelcache: start the engine with --revision {source.revision} (or load $MODEL_PATH) "
-            "to read this revision"
-        )
+        warnings.append(f"modelcache: pass --revision {source.revision} to the engine (or load $MODEL_PATH) to read it")
     return tuple(warnings)
 
 
