@@ -6,6 +6,7 @@ import logging
 import time
 from dataclasses import dataclass
 
+import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -16,6 +17,7 @@ from webhook.keys import METRICS, SETTINGS, TLS
 from webhook.review import AdmissionRequest, JsonObject, allowed, denied, parse_review, patched
 
 log = logging.getLogger(__name__)
+_INTERNAL_ERROR = b'{"error":"internal error; see the webhook log"}'
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,20 +56,26 @@ async def mutate(request: web.Request) -> web.Response:
     started = time.perf_counter()
     metrics = request.app[METRICS]
     if request.content_type != "application/json":
-        metrics.reviews.labels("malformed").inc()
+        metrics.count("malformed")
         return web.json_response(
             {"error": f"content type {request.content_type!r}, expected application/json"}, status=415
         )
     try:
         body = await request.read()
     except web.HTTPRequestEntityTooLarge:
-        metrics.reviews.labels("malformed").inc()
+        metrics.count("malformed")
         raise
-    result = review_admission(body, settings=request.app[SETTINGS])
-    metrics.reviews.labels(result.outcome).inc()
+    try:
+        result = review_admission(body, settings=request.app[SETTINGS])
+    except Exception:  # a bug: HTTP 500 so the failurePolicy decides; never a denial, never a traceback
+        log.exception("internal error reviewing a pod")
+        metrics.count("error")
+        return web.Response(body=_INTERNAL_ERROR, status=500, content_type="application/json")
+    metrics.count(result.outcome)
     metrics.latency.observe(time.perf_counter() - started)
-    _log_review(result, time.perf_counter() - started)
-    return web.json_response(result.body, status=result.status)
+    if log.isEnabledFor(logging.INFO):
+        _log_review(result, time.perf_counter() - started)
+    return web.Response(body=orjson.dumps(result.body), status=result.status, content_type="application/json")
 
 
 def _log_review(result: ReviewResult, seconds: float) -> None:

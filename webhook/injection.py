@@ -7,6 +7,7 @@ appended to), so re-running on the patched pod finds our injection and yields no
 
 from __future__ import annotations
 
+import functools
 import posixpath
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -53,7 +54,7 @@ class ModelRequest:
     mount_path: str
     container_names: tuple[str, ...] | None
     secret: str | None
-    resources: JsonObject
+    resources: tuple[tuple[str, str, str], ...]  # (section, kind, quantity): immutable, as it is cached
     warnings: tuple[str, ...]
 
 
@@ -113,7 +114,18 @@ def decide(pod: JsonObject, *, settings: Settings) -> Decision:
 
 
 def read_request(annotations: dict[str, str], *, settings: Settings) -> ModelRequest:
-    """Parse every modelcache.io/* annotation; one DenialError lists every problem."""
+    """Parse every modelcache.io/* annotation; one DenialError lists every problem.
+
+    Every replica of a workload carries the same annotations, so the parse is cached: it depends
+    only on the modelcache.io/* entries and on the (frozen) settings.
+    """
+    ours = tuple(sorted((k, v) for k, v in annotations.items() if k.startswith(c.ANNOTATION_PREFIX)))
+    return _read_request_cached(ours, settings)
+
+
+@functools.lru_cache(maxsize=1024)
+def _read_request_cached(ours: tuple[tuple[str, str], ...], settings: Settings) -> ModelRequest:
+    annotations = dict(ours)
     problems: list[str] = []
 
     def attempt(parse: Any, *args: Any, **kwargs: Any) -> Any:
@@ -151,7 +163,9 @@ def read_request(annotations: dict[str, str], *, settings: Settings) -> ModelReq
     )
 
 
-def _resources(annotations: dict[str, str], settings: Settings, problems: list[str]) -> JsonObject:
+def _resources(
+    annotations: dict[str, str], settings: Settings, problems: list[str]
+) -> tuple[tuple[str, str, str], ...]:
     """The fetcher's requests and limits: settings, overridden per workload by annotations."""
     wanted: dict[tuple[str, str], tuple[str, str]] = {
         ("requests", "cpu"): (c.CPU_REQUEST_ANNOTATION, settings.fetcher_cpu_request),
@@ -175,7 +189,7 @@ def _resources(annotations: dict[str, str], settings: Settings, problems: list[s
                 f"the fetcher's {kind} request {resources['requests'][kind]} is more than its limit "
                 f"{resources['limits'][kind]}; set {wanted['limits', kind][0]} to at least the request."
             )
-    return resources
+    return tuple((section, kind, value) for section, kinds in resources.items() for kind, value in kinds.items())
 
 
 def _annotation_warnings(annotations: dict[str, str], source: c.Source) -> tuple[str, ...]:
@@ -366,12 +380,19 @@ def _fetcher_container(
         "image": settings.fetcher_image,
         "imagePullPolicy": settings.fetcher_image_pull_policy,
         "env": env,
-        "resources": request.resources,
+        "resources": _resource_dict(request.resources),
         "securityContext": security,
         "terminationMessagePath": "/dev/termination-log",
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": mounts,
     }
+
+
+def _resource_dict(resources: tuple[tuple[str, str, str], ...]) -> JsonObject:
+    result: JsonObject = {}
+    for section, kind, value in resources:
+        result.setdefault(section, {})[kind] = value
+    return result
 
 
 def _workload_identity(view: PodView, targets: list[int]) -> tuple[list[JsonObject], list[JsonObject]]:
@@ -422,13 +443,14 @@ def _object(parent: JsonObject, key: str) -> JsonObject:
     return value
 
 
-def _named_objects(parent: JsonObject, key: str, *, name_key: str | None = "name") -> list[JsonObject]:
-    """A list of objects, each with a string name (unless name_key is None)."""
+def _named_objects(parent: JsonObject, key: str) -> list[JsonObject]:
+    """A list of objects, each with a string name; anything else is a malformed review."""
     value = parent.get(key)
     if value is None:
         return []
-    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+    if type(value) is not list:
         raise ReviewError(f"{key} is not a list of objects")
-    if name_key is not None and not all(isinstance(item.get(name_key), str) for item in value):
-        raise ReviewError(f"an item of {key} has no {name_key}")
+    for item in value:
+        if type(item) is not dict or type(item.get("name")) is not str:
+            raise ReviewError(f"an item of {key} is not an object with a name")
     return value

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -17,6 +18,11 @@ class WebhookMetrics:
     reviews: Counter
     latency: Histogram
     tls_not_after: Gauge
+    by_outcome: dict[str, Any]
+
+    def count(self, outcome: str) -> None:
+        """Count one review; the label children are resolved once, off the hot path."""
+        self.by_outcome[outcome].inc()
 
     @classmethod
     def create(cls) -> WebhookMetrics:
@@ -27,8 +33,8 @@ class WebhookMetrics:
             ["outcome"],
             registry=registry,
         )
-        for outcome in OUTCOMES:
-            reviews.labels(outcome)  # every series exists from the start, so rates work from zero
+        # Every series exists from the start, so rates work from zero.
+        by_outcome = {outcome: reviews.labels(outcome) for outcome in OUTCOMES}
         latency = Histogram(
             "modelcache_webhook_review_duration_seconds",
             "Time from request received to response ready, in seconds.",
@@ -40,4 +46,6 @@ class WebhookMetrics:
             "Expiry of the served TLS certificate (Unix time); 0 before one is loaded.",
             registry=registry,
         )
-        return cls(registry=registry, reviews=reviews, latency=latency, tls_not_after=tls_not_after)
+        return cls(
+            registry=registry, reviews=reviews, latency=latency, tls_not_after=tls_not_after, by_outcome=by_outcome
+        )

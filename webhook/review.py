@@ -11,6 +11,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from webhook.errors import ReviewError
 
 API_VERSION = "admission.k8s.io/v1"
@@ -52,10 +54,8 @@ class AdmissionRequest:
 def parse_review(body: bytes) -> AdmissionRequest:
     """Decode an AdmissionReview v1 request body."""
     try:
-        review = json.loads(body)
-    except RecursionError as err:
-        raise ReviewError("the body nests too deeply to be an AdmissionReview") from err
-    except (ValueError, UnicodeDecodeError) as err:
+        review = orjson.loads(body)
+    except orjson.JSONDecodeError as err:  # also raised for nesting deeper than 1024 and bad UTF-8
         raise ReviewError(f"the body is not JSON: {err}") from err
     if not isinstance(review, dict):
         raise ReviewError("the body is not a JSON object")
@@ -114,7 +114,7 @@ def patched(
     """Admit with a JSON Patch; an empty patch admits unchanged (patch and patchType go together)."""
     if not patch:
         return allowed(uid, warnings=warnings, audit=audit)
-    encoded = base64.b64encode(json.dumps(patch, separators=(",", ":")).encode()).decode("ascii")
+    encoded = base64.b64encode(orjson.dumps(patch)).decode("ascii")
     return _review(uid, {"allowed": True, "patchType": "JSONPatch", "patch": encoded}, warnings, audit)
 
 

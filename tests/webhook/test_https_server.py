@@ -265,3 +265,12 @@ def test_the_real_process_serves_and_validates_its_settings(tmp_path: Path) -> N
     assert "3 problem(s)" in bad.stderr
     for name in ("MODELCACHE_PORT", "MODELCACHE_FETCHER_MEMORY_LIMIT", "MODELCACHE_PVC_NAMEE"):
         assert name in bad.stderr
+
+
+async def test_a_deployment_review_is_allowed_untouched(served: Served) -> None:
+    review = admission_review(HF_POD, "serving")
+    review["request"]["kind"] = {"group": "apps", "version": "v1", "kind": "Deployment"}
+    review["request"]["resource"] = {"group": "apps", "version": "v1", "resource": "deployments"}
+    status, body = await post(served, json.dumps(review).encode())
+    assert status == 200
+    assert body["response"] == {"uid": review["request"]["uid"], "allowed": True}
