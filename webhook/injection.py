@@ -349,6 +349,7 @@ def _fetcher_container(
     if settings.s3_endpoint and isinstance(request.source, c.S3Source):
         env.append({"name": "AWS_ENDPOINT_URL", "value": settings.s3_endpoint})
     if request.secret:
+        env.append({"name": c.SECRET_NAME_ENV, "value": request.secret})
         env += [
             {
                 "name": key,

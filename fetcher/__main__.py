@@ -1,0 +1,63 @@
+"""Entry point of the init container (`python -m fetcher`, console script `modelcache-fetch`).
+
+Exit 0 when the model is ready. Otherwise, a one-paragraph message goes to the termination log
+(`kubectl describe pod` shows it) and stderr, and the exit code tells the kind of failure (see
+fetcher/errors.py and docs/fetcher.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+from fetcher.config import FetchSettings
+from fetcher.errors import FetchError
+from fetcher.fetch import ensure_model
+from fetcher.logs import configure_logging
+
+log = logging.getLogger("fetcher")
+TERMINATION_LOG_LIMIT = 4096  # bytes the kubelet keeps of a termination message
+DEFAULT_TERMINATION_LOG = Path("/dev/termination-log")
+
+
+def main() -> int:
+    try:
+        settings = FetchSettings.from_env(os.environ)
+    except FetchError as err:
+        configure_logging(key="-", fmt="text")
+        return _fail(err, Path(os.environ.get("MODELCACHE_TERMINATION_LOG", DEFAULT_TERMINATION_LOG)))
+    configure_logging(key=settings.key, fmt=settings.log_format)
+    try:
+        outcome = ensure_model(settings, environ=os.environ)
+    except FetchError as err:
+        return _fail(err, settings.termination_log)
+    except Exception as err:  # a bug: still leave a message that says where to look
+        log.exception("unexpected error")
+        wrapped = FetchError(f"unexpected {type(err).__name__}: {err}; this is a bug, the log has the traceback")
+        return _fail(wrapped, settings.termination_log)
+    log.info("%s", outcome.summary())
+    _write_termination_log(settings.termination_log, outcome.summary())
+    return 0
+
+
+def _fail(err: FetchError, termination_log: Path) -> int:
+    message = f"modelcache fetcher: {err.reason}: {err}"
+    log.error("%s (exit %d)", message, err.exit_code)
+    _write_termination_log(termination_log, message)
+    return err.exit_code
+
+
+def _write_termination_log(path: Path, message: str) -> None:
+    """Best effort: outside Kubernetes there may be no such file."""
+    data = message.encode()[:TERMINATION_LOG_LIMIT]
+    try:
+        with path.open("wb") as out:
+            out.write(data)
+    except OSError:
+        pass
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,251 @@
+"""ensure_model(): marker check -> resolve -> lock -> re-check -> stage -> verify -> publish.
+
+The hit path (the marker is there and consistent) imports no network library and makes no network
+call: most pod starts take it. Everything after it is correct without the lock: downloads go to a
+private staging directory, are verified, and are published by atomic renames with the marker written
+last. The lock only keeps pods that start together from downloading the same bytes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from fetcher import contract
+from fetcher.config import FetchSettings
+from fetcher.errors import DiskFullError
+from fetcher.layout import CacheLayout, Marker, check_ready, make_shared_dir, record_use
+from fetcher.locking import Identity, LockState, ModelLock, Progress, format_bytes
+from fetcher.sources import Plan, RemoteFile, Source
+from fetcher.transfer import PART_SUFFIX, check_free_space, download_all, staged_path
+
+log = logging.getLogger(__name__)
+USER_AGENT = "modelcache-fetcher/0.1.0"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What happened, for the log line and the termination message."""
+
+    kind: Literal["hit", "waited", "downloaded"]
+    key: str
+    version: str
+    path: str
+    bytes_downloaded: int = 0
+    seconds: float = 0.0
+    waited_seconds: float = 0.0
+
+    def summary(self) -> str:
+        if self.kind == "hit":
+            return f"cache hit: {self.path} (version {self.version}) in {self.seconds:.2f} s"
+        if self.kind == "waited":
+            return (
+                f"ready after waiting {self.waited_seconds:.0f} s for another pod's download: {self.path} "
+                f"(version {self.version})"
+            )
+        return (
+            f"downloaded {format_bytes(self.bytes_downloaded)} in {self.seconds:.1f} s "
+            f"(waited {self.waited_seconds:.0f} s for the lock): {self.path} (version {self.version})"
+        )
+
+
+def ensure_model(settings: FetchSettings, *, environ: Mapping[str, str]) -> Outcome:
+    """Make the model ready under the cache root and MODEL_PATH point at it."""
+    started = time.monotonic()
+    layout = CacheLayout(settings.cache_root)
+    if not settings.refresh:
+        marker = check_ready(layout, settings.key)
+        if marker is not None:
+            record_use(layout, settings.key)
+            return Outcome("hit", settings.key, marker.version, marker.path, seconds=time.monotonic() - started)
+    layout.ensure()
+    source = open_source(settings, layout, environ)
+    try:
+        plan = source.resolve()
+        log.info(
+            "%s: %d file(s), %s, version %s",
+            settings.source.uri,
+            len(plan.files),
+            format_bytes(plan.total_bytes),
+            plan.version,
+        )
+        lock = ModelLock(
+            layout,
+            settings.key,
+            identity=Identity.here(pod=settings.pod, namespace=settings.namespace, node=settings.node),
+            settings=settings.lock,
+        )
+        waiting_since = time.monotonic()
+        state = lock.acquire()
+        waited = time.monotonic() - waiting_since
+        try:
+            marker = check_ready(layout, settings.key)
+            if marker is not None and marker.version == plan.version:
+                record_use(layout, settings.key)
+                kind: Literal["hit", "waited"] = "waited" if waited >= settings.lock.poll else "hit"
+                return Outcome(
+                    kind,
+                    settings.key,
+                    marker.version,
+                    marker.path,
+                    seconds=time.monotonic() - started,
+                    waited_seconds=waited,
+                )
+            marker, downloaded = _download_and_publish(settings, layout, source, plan, lock, state)
+        finally:
+            lock.release()
+    finally:
+        source.close()
+    record_use(layout, settings.key)
+    return Outcome(
+        "downloaded",
+        settings.key,
+        marker.version,
+        marker.path,
+        bytes_downloaded=downloaded,
+        seconds=time.monotonic() - started,
+        waited_seconds=waited,
+    )
+
+
+def open_source(settings: FetchSettings, layout: CacheLayout, environ: Mapping[str, str]) -> Source:
+    """The adapter for the source's scheme; its library is imported only now (off the hit path)."""
+    source = settings.source
+    if isinstance(source, contract.S3Source):
+        from fetcher.sources.s3 import S3Adapter
+
+        return S3Adapter(
+            source,
+            include=settings.include,
+            environ=environ,
+            workers=settings.workers,
+            connect_timeout=settings.connect_timeout,
+            read_timeout=settings.read_timeout,
+            secret_hint=settings.secret_hint,
+        )
+    from fetcher.http_client import HttpClient
+
+    http = HttpClient(
+        workers=settings.workers,
+        connect_timeout=settings.connect_timeout,
+        read_timeout=settings.read_timeout,
+        user_agent=USER_AGENT,
+    )
+    if isinstance(source, contract.HubSource):
+        from fetcher.sources.hf import HubAdapter
+
+        return HubAdapter(
+            source,
+            include=settings.include,
+            layout=layout,
+            refresh=settings.refresh,
+            environ=environ,
+            http=http,
+            retry=settings.retry,
+            secret_hint=settings.secret_hint,
+        )
+    from fetcher.sources.http import HttpAdapter
+
+    return HttpAdapter(source, environ=environ, http=http)
+
+
+def _download_and_publish(
+    settings: FetchSettings, layout: CacheLayout, source: Source, plan: Plan, lock: ModelLock, state: LockState
+) -> tuple[Marker, int]:
+    from fetcher.publish import blob_name, publish_hub, publish_ready, publish_store
+
+    exclusive = state is LockState.HELD  # only then is every other attempt of this key dead
+    attempt = _claim_attempt(
+        layout, settings.key, plan.version, exclusive=exclusive, stale_after=settings.lock.stale_after
+    )
+    progress = Progress(plan.total_bytes)
+    lock.start_heartbeat(progress, attempt=attempt.name, touch=attempt)
+    hub = settings.source if isinstance(settings.source, contract.HubSource) else None
+    missing = plan.files
+    if hub is not None:  # blobs another key already published need no download
+        blobs = layout.hub_repo_dir(hub.repo_id) / "blobs"
+        missing = tuple(f for f in plan.files if not _has_size(blobs / blob_name(f.sha256, f.git_sha1), f.size))
+    progress.add(plan.total_bytes - sum(f.size for f in missing))
+    try:
+        check_free_space(layout.root, sum(f.size - _staged_bytes(attempt, f) for f in missing))
+        download_all(source, missing, attempt, workers=settings.workers, progress=progress, retry=settings.retry)
+        if hub is not None:
+            model_dir = publish_hub(layout, hub, plan, attempt)
+        else:
+            model_dir = publish_store(layout, settings.key, plan, attempt)
+        marker = publish_ready(
+            layout,
+            key=settings.key,
+            source=settings.source.uri,
+            include=settings.include,
+            plan=plan,
+            model_dir=model_dir,
+        )
+    except DiskFullError:
+        shutil.rmtree(attempt, ignore_errors=True)  # give the space back; nothing was published
+        raise
+    shutil.rmtree(attempt, ignore_errors=True)
+    if exclusive:
+        _remove_dead_attempts(layout, settings.key)
+    log.info("published %s at %s; %s is ready", settings.source.uri, marker.path, settings.model_path)
+    return marker, sum(f.size for f in missing)
+
+
+def _claim_attempt(layout: CacheLayout, key: str, version: str, *, exclusive: bool, stale_after: float) -> Path:
+    """A private staging directory; a dead attempt at the same version is adopted, to resume it."""
+    base = layout.staging_dir(key)
+    make_shared_dir(base)
+    mine = base / f"{version}.{uuid.uuid4().hex[:12]}"
+    now = time.time()
+    candidates = []
+    for entry in base.iterdir():
+        if entry.name.startswith(version + ".") and entry.is_dir():
+            with contextlib.suppress(OSError):
+                if exclusive or now - entry.stat().st_mtime > stale_after:
+                    candidates.append((_tree_bytes(entry), entry))
+    for size, entry in sorted(candidates, reverse=True):
+        try:
+            os.rename(entry, mine)  # atomic: one claimant wins
+        except OSError:
+            continue
+        log.info("resuming the interrupted download %s (%s already on disk)", entry.name, format_bytes(size))
+        return mine
+    mine.mkdir(mode=0o755)
+    return mine
+
+
+def _remove_dead_attempts(layout: CacheLayout, key: str) -> None:
+    for entry in layout.staging_dir(key).iterdir():
+        shutil.rmtree(entry, ignore_errors=True)
+
+
+def _tree_bytes(path: Path) -> int:
+    total = 0
+    for directory, _, names in os.walk(path):
+        for name in names:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(directory, name)).st_size
+    return total
+
+
+def _staged_bytes(attempt: Path, file: RemoteFile) -> int:
+    final = staged_path(attempt, file)
+    for candidate in (final, final.with_name(final.name + PART_SUFFIX)):
+        with contextlib.suppress(OSError):
+            return min(candidate.stat().st_size, file.size)
+    return 0
+
+
+def _has_size(path: Path, size: int) -> bool:
+    try:
+        return path.stat().st_size == size
+    except OSError:
+        return False

@@ -1,0 +1,333 @@
+"""The per-model lock on the shared volume, with its owner record and "still waiting" logs.
+
+The lock only saves duplicate downloads; correctness comes from private staging, verification and
+atomic publication (see fetch.py). So:
+
+- It is an fcntl record lock: OFD (``F_OFD_SETLK``) where the kernel has it, else ``lockf``. These are
+  the locks NFSv3/v4, EFS, CephFS, GPFS and Lustre keep coherent across nodes, and the kernel drops
+  them when the holder dies. ``flock`` is node-local on several of these.
+- It is taken without blocking, in a polling loop with jitter, under a timeout.
+- The holder writes an owner record (pod, node, pid, progress) and refreshes it as a heartbeat. Waiters
+  log who holds the lock, and how far it got, every ~10 s. They judge the heartbeat on their own
+  monotonic clock, so clock skew between nodes does not matter.
+- A holder whose heartbeat stopped (a dead node: its NFS lock may outlive it by minutes, or forever on
+  NFSv3) is reported, and after a grace period taken over. The waiter moves the lock file aside, so that
+  everyone locks a fresh one. Taking over is safe because publication is idempotent: at worst, two
+  fetchers download the same bytes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import logging
+import os
+import random
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from enum import Enum
+from pathlib import Path
+
+from fetcher.errors import LockTimeoutError
+from fetcher.layout import CacheLayout, write_atomically
+
+log = logging.getLogger(__name__)
+# struct flock {short l_type; short l_whence; off_t l_start; off_t l_len; pid_t l_pid;} padded to 32 bytes.
+_FLOCK = struct.pack("@hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
+_HELD = (errno.EAGAIN, errno.EACCES)
+_UNSUPPORTED = (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP)
+
+
+class LockState(Enum):
+    HELD = "held"
+    TAKEN_OVER = "taken over from a stale holder"
+    UNSUPPORTED = "not available on this filesystem"
+    DISABLED = "disabled by configuration"
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who we are, for the owner record."""
+
+    pod: str
+    namespace: str
+    node: str
+    host: str
+    pid: int
+
+    @classmethod
+    def here(cls, *, pod: str, namespace: str, node: str) -> Identity:
+        host = socket.gethostname()
+        return cls(pod=pod or host, namespace=namespace, node=node or "unknown", host=host, pid=os.getpid())
+
+
+class Progress:
+    """Bytes done out of bytes total, updated by download threads, read by the heartbeat."""
+
+    def __init__(self, total: int = 0) -> None:
+        self._lock = threading.Lock()
+        self.total = total
+        self.done = 0
+
+    def add(self, count: int) -> None:
+        with self._lock:
+            self.done += count
+
+    def snapshot(self) -> tuple[int, int]:
+        with self._lock:
+            return self.done, self.total
+
+
+@dataclass(frozen=True, slots=True)
+class LockSettings:
+    timeout: float = 3600.0  # give up waiting (the pod's init container then restarts)
+    poll: float = 1.0  # seconds between attempts, with +-50 % jitter
+    log_every: float = 10.0
+    heartbeat_every: float = 5.0
+    stale_after: float = 60.0  # report the holder as stale when its record has not changed for this long
+    takeover_after: float = 600.0  # then take over after this long (0: never)
+    enabled: bool = True
+
+
+def format_bytes(count: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(count) < 1024 or unit == "TiB":
+            return f"{count:.1f} {unit}" if unit != "B" else f"{int(count)} B"
+        count /= 1024
+    raise AssertionError("unreachable")
+
+
+class ModelLock:
+    """The lock of one model key."""
+
+    def __init__(
+        self,
+        layout: CacheLayout,
+        key: str,
+        *,
+        identity: Identity,
+        settings: LockSettings,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.key = key
+        self.path = layout.lock_path(key)
+        self.owner_path = layout.owner_path(key)
+        self.identity = identity
+        self.settings = settings
+        self._clock = clock
+        self._fd: int | None = None
+        self._stop = threading.Event()
+        self._heartbeat: threading.Thread | None = None
+        self.state: LockState | None = None
+
+    # --- taking and releasing ---------------------------------------------------------------------
+    def acquire(self) -> LockState:
+        """Wait for the lock (raises LockTimeoutError after the timeout)."""
+        if not self.settings.enabled:
+            self.state = LockState.DISABLED
+            return self.state
+        started = self._clock()
+        watcher = _OwnerWatcher(self.owner_path, self._clock)
+        last_log = started - self.settings.log_every  # log at once when we have to wait
+        self._open()
+        while True:
+            try:
+                if self._try_lock():
+                    self.state = LockState.HELD
+                    return self.state
+            except _LocksUnsupportedError as err:
+                log.warning(
+                    "file locks are %s (%s): fetching without the lock; the result is still correct, "
+                    "but pods that start together may each download",
+                    LockState.UNSUPPORTED.value,
+                    err,
+                )
+                self.state = LockState.UNSUPPORTED
+                return self.state
+            now = self._clock()
+            owner, quiet_for = watcher.observe()
+            if now - last_log >= self.settings.log_every:
+                self._log_waiting(owner, now - started, quiet_for)
+                last_log = now
+            if self._should_take_over(quiet_for) and self._take_over(owner, quiet_for):
+                self.state = LockState.TAKEN_OVER
+                return self.state
+            if now - started >= self.settings.timeout:
+                raise LockTimeoutError(self._timeout_message(owner, now - started))
+            self._reopen_if_replaced()
+            time.sleep(self.settings.poll * random.uniform(0.5, 1.5))  # noqa: S311 (jitter, not crypto)
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._heartbeat is not None:
+            self._heartbeat.join()
+        if self.state in (LockState.HELD, LockState.TAKEN_OVER):
+            with contextlib.suppress(FileNotFoundError):
+                self.owner_path.unlink()
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor releases the record lock
+            self._fd = None
+
+    def start_heartbeat(self, progress: Progress, *, attempt: str, touch: Path | None = None) -> None:
+        """Write the owner record now and every heartbeat interval, until release()."""
+        started_at = time.time()
+
+        def beat() -> None:
+            done, total = progress.snapshot()
+            record = {
+                **asdict(self.identity),
+                "key": self.key,
+                "attempt": attempt,
+                "started_at": started_at,
+                "heartbeat_at": time.time(),
+                "bytes_done": done,
+                "bytes_total": total,
+                "lock": self.state.value if self.state else None,
+            }
+            try:
+                write_atomically(self.owner_path, json.dumps(record).encode())
+                if touch is not None:
+                    os.utime(touch)
+            except OSError as err:
+                log.warning("could not write the owner record %s: %s", self.owner_path, err)
+
+        def loop() -> None:
+            while not self._stop.wait(self.settings.heartbeat_every):
+                beat()
+
+        beat()
+        self._heartbeat = threading.Thread(target=loop, name="modelcache-heartbeat", daemon=True)
+        self._heartbeat.start()
+
+    # --- the fcntl lock -----------------------------------------------------------------------------
+    def _open(self) -> None:
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        with contextlib.suppress(PermissionError):
+            os.fchmod(self._fd, 0o666)  # another UID's fetcher must be able to open it too
+
+    @property
+    def _descriptor(self) -> int:
+        if self._fd is None:
+            raise RuntimeError("the lock file is not open")
+        return self._fd
+
+    def _try_lock(self) -> bool:
+        fd = self._descriptor
+        if hasattr(fcntl, "F_OFD_SETLK"):
+            try:
+                fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _FLOCK)
+                return True
+            except OSError as err:
+                if err.errno in _HELD:
+                    return False
+                if err.errno in _UNSUPPORTED:
+                    raise _LocksUnsupportedError(os.strerror(err.errno)) from err
+                if err.errno != errno.EINVAL:
+                    raise
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except OSError as err:
+            if err.errno in _HELD:
+                return False
+            if err.errno in _UNSUPPORTED:
+                raise _LocksUnsupportedError(os.strerror(err.errno)) from err
+            raise
+
+    def _reopen_if_replaced(self) -> None:
+        """After another waiter took over, the path names a new lock file: wait on that one."""
+        fd = self._descriptor
+        try:
+            current = os.stat(self.path).st_ino
+        except FileNotFoundError:
+            current = -1
+        if current != os.fstat(fd).st_ino:
+            os.close(fd)
+            self._open()
+
+    # --- stale holders ------------------------------------------------------------------------------
+    def _should_take_over(self, quiet_for: float) -> bool:
+        return self.settings.takeover_after > 0 and quiet_for >= self.settings.takeover_after
+
+    def _take_over(self, owner: dict[str, object] | None, quiet_for: float) -> bool:
+        fd = self._descriptor
+        try:
+            if os.stat(self.path).st_ino != os.fstat(fd).st_ino:
+                return False  # someone else took over already; _reopen_if_replaced follows
+            os.rename(self.path, self.path.with_name(f"{self.path.name}.stale-{int(time.time())}-{os.getpid()}"))
+        except FileNotFoundError:
+            return False
+        log.warning(
+            "taking over the lock of %s: its holder %s has shown no heartbeat for %.0f s",
+            self.key,
+            _describe(owner),
+            quiet_for,
+        )
+        os.close(fd)
+        self._open()
+        return self._try_lock()
+
+    def _log_waiting(self, owner: dict[str, object] | None, waited: float, quiet_for: float) -> None:
+        what = f"waiting {waited:.0f} s for the lock of {self.key}, held by {_describe(owner)}"
+        if owner is not None:
+            done, total = int(str(owner.get("bytes_done", 0))), int(str(owner.get("bytes_total", 0)))
+            if total:
+                what += f": {format_bytes(done)} of {format_bytes(total)} ({done * 100 // total} %)"
+        if quiet_for >= self.settings.stale_after:
+            what += (
+                f"; STALE: no heartbeat for {quiet_for:.0f} s (its node may be down; NFS can keep a dead "
+                "node's lock for minutes, NFSv3 until it reboots)"
+            )
+            if self.settings.takeover_after > 0:
+                what += f"; taking over after {self.settings.takeover_after:.0f} s"
+        log.info("%s", what)
+
+    def _timeout_message(self, owner: dict[str, object] | None, waited: float) -> str:
+        return (
+            f"gave up after waiting {waited:.0f} s for the lock of model {self.key}, held by {_describe(owner)}. "
+            "The pod will retry. If the holder is gone for good, raise MODELCACHE_LOCK_TIMEOUT or lower "
+            "MODELCACHE_TAKEOVER_AFTER, or delete its owner record and lock file under .modelcache/ on the "
+            "cache volume (see docs/fetcher.md, 'A lock held by a dead node')."
+        )
+
+
+class _LocksUnsupportedError(OSError):
+    pass
+
+
+class _OwnerWatcher:
+    """Reads the owner record and measures, on our own clock, how long it has not changed."""
+
+    def __init__(self, path: Path, clock: Callable[[], float]) -> None:
+        self.path = path
+        self._clock = clock
+        self._raw: bytes | None = None
+        self._changed_at = clock()
+
+    def observe(self) -> tuple[dict[str, object] | None, float]:
+        try:
+            raw = self.path.read_bytes()
+        except OSError:
+            raw = b""
+        now = self._clock()
+        if raw != self._raw:
+            self._raw = raw
+            self._changed_at = now
+        try:
+            owner = json.loads(raw) if raw else None
+        except ValueError:
+            owner = None
+        return (owner if isinstance(owner, dict) else None), now - self._changed_at
+
+
+def _describe(owner: dict[str, object] | None) -> str:
+    if owner is None:
+        return "an unknown holder (no owner record yet)"
+    pod = f"{owner.get('namespace', '?')}/{owner.get('pod', '?')}"
+    return f"pod {pod} on node {owner.get('node', '?')} (pid {owner.get('pid', '?')})"
