@@ -50,8 +50,9 @@ constraints:
 	rm -rf /tmp/modelcache-pin && $(PYTHON) -m venv /tmp/modelcache-pin
 	/tmp/modelcache-pin/bin/python -m pip install --quiet --upgrade "pip>=24"
 	/tmp/modelcache-pin/bin/python -m pip install --quiet -e '.[dev]'
-	/tmp/modelcache-pin/bin/python -m pip freeze --exclude-editable --exclude modelcache | \
-		grep -v '^pip==' > constraints.txt
+	{ echo '# Exact versions every install uses (make, CI, images). Regenerate with `make constraints`.'; \
+	  /tmp/modelcache-pin/bin/python -m pip freeze --exclude-editable --exclude modelcache | grep -v '^pip=='; \
+	} > constraints.txt
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .import_linter_cache

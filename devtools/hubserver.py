@@ -24,7 +24,7 @@ import hashlib
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -99,7 +99,7 @@ class HubRepo:
 
     @classmethod
     def single(
-        cls, repo_id: str, files: dict[str, bytes | Path], *, lfs_min_size: int = 1024, **flags: bool
+        cls, repo_id: str, files: Mapping[str, bytes | Path], *, lfs_min_size: int = 1024, **flags: bool
     ) -> HubRepo:
         """One commit on main; files of lfs_min_size bytes or more are LFS files, as on the Hub."""
         hub_files = {}
@@ -329,19 +329,23 @@ class HubServer:
         sent = 0
         began = time.monotonic()
         position = start
-        for chunk in item.chunks(start):
-            if item.path in self.faults.corrupt and position <= size // 2 < position + len(chunk):
+        rate = self.faults.bytes_per_second
+        piece = max(1024, int(rate / 20)) if rate else CHUNK  # throttled: ~20 writes a second
+        for block in item.chunks(start):
+            if item.path in self.faults.corrupt and position <= size // 2 < position + len(block):
                 middle = size // 2 - position
-                chunk = chunk[:middle] + bytes([chunk[middle] ^ 0xFF]) + chunk[middle + 1 :]
-            await response.write(chunk)
-            position += len(chunk)
-            sent += len(chunk)
-            with self._lock:
-                self.bytes_served += len(chunk)
-            if self.faults.bytes_per_second:
-                ahead = sent / self.faults.bytes_per_second - (time.monotonic() - began)
-                if ahead > 0:
-                    await asyncio.sleep(ahead)
+                block = block[:middle] + bytes([block[middle] ^ 0xFF]) + block[middle + 1 :]
+            for offset in range(0, len(block), piece):
+                chunk = block[offset : offset + piece]
+                await response.write(chunk)
+                position += len(chunk)
+                sent += len(chunk)
+                with self._lock:
+                    self.bytes_served += len(chunk)
+                if rate:
+                    ahead = sent / rate - (time.monotonic() - began)
+                    if ahead > 0:
+                        await asyncio.sleep(ahead)
         await response.write_eof()
         return response
 

@@ -68,6 +68,11 @@ class FetchSettings:
             attempts=int(reader.number("MODELCACHE_RETRIES", 8, minimum=1)),
             base=reader.number("MODELCACHE_RETRY_BASE", 0.5, minimum=0.0),
         )
+        workers = int(reader.number("MODELCACHE_WORKERS", 8, minimum=1))
+        connect_timeout = reader.number("MODELCACHE_CONNECT_TIMEOUT", 10.0, minimum=0.1)
+        read_timeout = reader.number("MODELCACHE_READ_TIMEOUT", 60.0, minimum=0.1)
+        shared = reader.flag(contract.SHARED_CACHE_ENV, True)
+        refresh = reader.flag("MODELCACHE_REFRESH", False)
         log_format = environ.get("MODELCACHE_LOG_FORMAT", "text")
         if log_format not in ("text", "json"):
             problems.append(f"MODELCACHE_LOG_FORMAT={log_format!r}: expected text or json")
@@ -83,14 +88,14 @@ class FetchSettings:
             include=include,
             cache_root=Path(root),
             model_path=Path(model_path),
-            shared=reader.flag(contract.SHARED_CACHE_ENV, True),
-            refresh=reader.flag("MODELCACHE_REFRESH", False),
+            shared=shared,
+            refresh=refresh,
             pod=environ.get(contract.POD_NAME_ENV, ""),
             namespace=environ.get(contract.POD_NAMESPACE_ENV, ""),
             node=environ.get(contract.NODE_NAME_ENV, ""),
-            workers=int(reader.number("MODELCACHE_WORKERS", 8, minimum=1)),
-            connect_timeout=reader.number("MODELCACHE_CONNECT_TIMEOUT", 10.0, minimum=0.1),
-            read_timeout=reader.number("MODELCACHE_READ_TIMEOUT", 60.0, minimum=0.1),
+            workers=workers,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
             termination_log=Path(environ.get("MODELCACHE_TERMINATION_LOG", "/dev/termination-log")),
             log_format=log_format,
             lock=lock,

@@ -21,10 +21,10 @@ from typing import Literal
 
 from fetcher import contract
 from fetcher.config import FetchSettings
-from fetcher.errors import DiskFullError
+from fetcher.errors import DiskFullError, TransferError
 from fetcher.layout import CacheLayout, Marker, check_ready, make_shared_dir, record_use
 from fetcher.locking import Identity, LockState, ModelLock, Progress, format_bytes
-from fetcher.sources import Plan, RemoteFile, Source
+from fetcher.sources import Plan, RemoteFile, RetryableError, Source
 from fetcher.transfer import PART_SUFFIX, check_free_space, download_all, staged_path
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ def ensure_model(settings: FetchSettings, *, environ: Mapping[str, str]) -> Outc
     layout.ensure()
     source = open_source(settings, layout, environ)
     try:
-        plan = source.resolve()
+        plan = _resolve(source, settings)
         log.info(
             "%s: %d file(s), %s, version %s",
             settings.source.uri,
@@ -114,6 +114,23 @@ def ensure_model(settings: FetchSettings, *, environ: Mapping[str, str]) -> Outc
         seconds=time.monotonic() - started,
         waited_seconds=waited,
     )
+
+
+def _resolve(source: Source, settings: FetchSettings) -> Plan:
+    """The source's resolve(), with the same retry policy as downloads."""
+    for attempt in range(settings.retry.attempts):
+        try:
+            return source.resolve()
+        except RetryableError as err:
+            if attempt == settings.retry.attempts - 1:
+                raise TransferError(
+                    f"resolving {settings.source.uri} failed {settings.retry.attempts} times, the last time with: "
+                    f"{err}. Check that the source is reachable from the node."
+                ) from err
+            pause = settings.retry.delay(attempt, err.retry_after)
+            log.warning("resolving %s: %s; retrying in %.1f s", settings.source.uri, err, pause)
+            time.sleep(pause)
+    raise AssertionError("unreachable")
 
 
 def open_source(settings: FetchSettings, layout: CacheLayout, environ: Mapping[str, str]) -> Source:

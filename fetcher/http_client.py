@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import urllib3
 from urllib3.exceptions import HTTPError as Urllib3Error
+from urllib3.exceptions import SSLError
 
 from fetcher.errors import AccessDeniedError, NotFoundError, TransferError
 from fetcher.sources import RetryableError
@@ -77,6 +78,11 @@ class HttpClient:
                 response = self._pool.request(
                     method, current, headers=sent, redirect=False, preload_content=False, retries=False
                 )
+            except SSLError as err:
+                raise TransferError(
+                    f"{what}: TLS verification of {_origin(current)[1]} failed ({err}). If the server uses a private "
+                    "CA, add it to the fetcher image's trust store or point SSL_CERT_FILE at a bundle that has it."
+                ) from err
             except Urllib3Error as err:
                 raise RetryableError(f"{type(err).__name__}: {err}") from err
             if response.status in (301, 302, 303, 307, 308) and "Location" in response.headers:

@@ -124,6 +124,7 @@ class ModelLock:
         self._fd: int | None = None
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
+        self._acquired_at = time.time()
         self.state: LockState | None = None
 
     # --- taking and releasing ---------------------------------------------------------------------
@@ -140,6 +141,8 @@ class ModelLock:
             try:
                 if self._try_lock():
                     self.state = LockState.HELD
+                    self._acquired_at = time.time()
+                    self._write_record(Progress(), attempt="")
                     return self.state
             except _LocksUnsupportedError as err:
                 log.warning(
@@ -157,6 +160,8 @@ class ModelLock:
                 last_log = now
             if self._should_take_over(quiet_for) and self._take_over(owner, quiet_for):
                 self.state = LockState.TAKEN_OVER
+                self._acquired_at = time.time()
+                self._write_record(Progress(), attempt="")
                 return self.state
             if now - started >= self.settings.timeout:
                 raise LockTimeoutError(self._timeout_message(owner, now - started))
@@ -176,34 +181,34 @@ class ModelLock:
 
     def start_heartbeat(self, progress: Progress, *, attempt: str, touch: Path | None = None) -> None:
         """Write the owner record now and every heartbeat interval, until release()."""
-        started_at = time.time()
-
-        def beat() -> None:
-            done, total = progress.snapshot()
-            record = {
-                **asdict(self.identity),
-                "key": self.key,
-                "attempt": attempt,
-                "started_at": started_at,
-                "heartbeat_at": time.time(),
-                "bytes_done": done,
-                "bytes_total": total,
-                "lock": self.state.value if self.state else None,
-            }
-            try:
-                write_atomically(self.owner_path, json.dumps(record).encode())
-                if touch is not None:
-                    os.utime(touch)
-            except OSError as err:
-                log.warning("could not write the owner record %s: %s", self.owner_path, err)
 
         def loop() -> None:
             while not self._stop.wait(self.settings.heartbeat_every):
-                beat()
+                self._write_record(progress, attempt=attempt, touch=touch)
 
-        beat()
+        self._write_record(progress, attempt=attempt, touch=touch)
         self._heartbeat = threading.Thread(target=loop, name="modelcache-heartbeat", daemon=True)
         self._heartbeat.start()
+
+    def _write_record(self, progress: Progress, *, attempt: str, touch: Path | None = None) -> None:
+        """The owner record: who holds the lock, since when, how far; waiters read and log it."""
+        done, total = progress.snapshot()
+        record = {
+            **asdict(self.identity),
+            "key": self.key,
+            "attempt": attempt,
+            "started_at": self._acquired_at,
+            "heartbeat_at": time.time(),
+            "bytes_done": done,
+            "bytes_total": total,
+            "lock": self.state.value if self.state else None,
+        }
+        try:
+            write_atomically(self.owner_path, json.dumps(record).encode())
+            if touch is not None:
+                os.utime(touch)
+        except OSError as err:
+            log.warning("could not write the owner record %s: %s", self.owner_path, err)
 
     # --- the fcntl lock -----------------------------------------------------------------------------
     def _open(self) -> None:
