@@ -196,6 +196,7 @@ class HubServer:
         hub.router.add_get("/api/models/{org}/{name}", self._model_info)
         hub.router.add_get("/api/models/{org}/{name}/revision/{rev:.+}", self._model_info)
         hub.router.add_get("/api/models/{org}/{name}/tree/{rev}", self._tree)
+        hub.router.add_get("/api/models/{org}/{name}/tree/{rev}/{path:.*}", self._tree)
         hub.router.add_post("/api/models/{org}/{name}/paths-info/{rev}", self._paths_info)
         hub.router.add_route("*", "/{org}/{name}/resolve/{rev}/{path:.+}", self._resolve)
         cdn = web.Application()
@@ -264,9 +265,11 @@ class HubServer:
 
     async def _tree(self, request: web.Request) -> web.Response:
         repo, commit = self._find(request, request.match_info["rev"])
-        files = [repo.commits[commit][p] for p in sorted(repo.commits[commit])]
+        under = request.match_info.get("path", "").strip("/")
+        paths = [p for p in sorted(repo.commits[commit]) if not under or p.startswith(under + "/")]
+        files = [repo.commits[commit][p] for p in paths]
         entries: list[dict[str, object]] = []
-        folders = sorted({p.rsplit("/", 1)[0] for p in repo.commits[commit] if "/" in p})
+        folders = sorted({p.rsplit("/", 1)[0] for p in paths if "/" in p})
         entries += [{"type": "directory", "path": f, "size": 0, "oid": "0" * 40} for f in folders]
         entries += [self._entry(f) for f in files]
         start = int(request.query.get("cursor", "0"))
