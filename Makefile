@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test check lint typecheck imports fmt bench bench-webhook constraints clean
+.PHONY: demo test check lint typecheck imports fmt bench bench-webhook bench-fetch constraints clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -40,7 +40,17 @@ fmt: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 ## bench: benchmarks that print tables (results go in docs/benchmarks.md)
-bench: bench-webhook
+bench: bench-webhook bench-fetch
+
+# KServe's storage initializer, a benchmark peer, brings cloud SDKs: it gets a virtualenv of its own.
+PEERS := .venv-peers/.installed
+$(PEERS):
+	$(PYTHON) -m venv .venv-peers
+	.venv-peers/bin/python -m pip install --quiet "kserve-storage==0.21.0"
+	@touch $(PEERS)
+
+bench-fetch: $(STAMP) $(PEERS)
+	$(BIN)/python -m bench.fetch
 
 bench-webhook: $(STAMP)
 	$(BIN)/python -m bench.webhook
@@ -55,4 +65,4 @@ constraints:
 	} > constraints.txt
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .import_linter_cache
+	rm -rf $(VENV) .venv-peers .mypy_cache .pytest_cache .ruff_cache .import_linter_cache

@@ -1,15 +1,43 @@
-"""The fetcher's settings: the env the webhook puts on the init container, read once and validated."""
+"""The fetcher's settings: the env the webhook puts on the init container, read once and validated.
+
+Light on imports on purpose: the cache-hit path imports this module and little else.
+"""
 
 from __future__ import annotations
 
+import random
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from fetcher import contract
 from fetcher.errors import ConfigError
-from fetcher.locking import LockSettings
-from fetcher.transfer import RetryPolicy
+
+
+@dataclass(frozen=True, slots=True)
+class LockSettings:
+    timeout: float = 3600.0  # give up waiting (the pod's init container then restarts)
+    poll: float = 1.0  # seconds between attempts, with +-50 % jitter
+    log_every: float = 10.0
+    heartbeat_every: float = 5.0
+    stale_after: float = 60.0  # report the holder as stale when its record has not changed for this long
+    takeover_after: float = 600.0  # then take over after this long (0: never)
+    enabled: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    attempts: int = 8
+    base: float = 0.5
+    cap: float = 30.0
+    retry_after_cap: float = 300.0
+
+    def delay(self, attempt: int, retry_after: float | None) -> float:
+        """Exponential backoff with full jitter; a server's Retry-After wins, within a cap."""
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), self.retry_after_cap)
+        return random.uniform(0, min(self.cap, self.base * 2**attempt))  # noqa: S311 (jitter)
+
 
 _TRUE = ("true", "1", "yes", "on")
 _FALSE = ("false", "0", "no", "off", "")

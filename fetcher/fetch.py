@@ -17,15 +17,16 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from fetcher import contract
 from fetcher.config import FetchSettings
 from fetcher.errors import DiskFullError, TransferError
-from fetcher.layout import CacheLayout, Marker, check_ready, make_shared_dir, record_use
-from fetcher.locking import Identity, LockState, ModelLock, Progress, format_bytes
+from fetcher.layout import CacheLayout, Marker, check_ready, format_bytes, make_shared_dir, record_use
 from fetcher.sources import Plan, RemoteFile, RetryableError, Source
-from fetcher.transfer import PART_SUFFIX, check_free_space, download_all, staged_path
+
+if TYPE_CHECKING:  # the hit path imports neither: they bring threads and the transfer machinery
+    from fetcher.locking import LockState, ModelLock
 
 log = logging.getLogger(__name__)
 USER_AGENT = "modelcache-fetcher/0.1.0"
@@ -66,53 +67,64 @@ def ensure_model(settings: FetchSettings, *, environ: Mapping[str, str]) -> Outc
         if marker is not None:
             record_use(layout, settings.key)
             return Outcome("hit", settings.key, marker.version, marker.path, seconds=time.monotonic() - started)
+    return _fetch_under_lock(settings, layout, environ, started)
+
+
+def _fetch_under_lock(
+    settings: FetchSettings, layout: CacheLayout, environ: Mapping[str, str], started: float
+) -> Outcome:
+    """Lock, re-check, and only then resolve and download.
+
+    A pod that waited for another pod's download finds the marker after the lock and stops there: it
+    never resolves (no Hub call, no rate limit spent, no network library imported). The model it gets
+    is the version the cache resolved, the same no-drift rule as for any later pod.
+    """
+    from fetcher.locking import Identity, ModelLock
+
     layout.ensure()
-    source = open_source(settings, layout, environ)
-    try:
-        plan = _resolve(source, settings)
-        log.info(
-            "%s: %d file(s), %s, version %s",
-            settings.source.uri,
-            len(plan.files),
-            format_bytes(plan.total_bytes),
-            plan.version,
-        )
-        lock = ModelLock(
-            layout,
-            settings.key,
-            identity=Identity.here(pod=settings.pod, namespace=settings.namespace, node=settings.node),
-            settings=settings.lock,
-        )
-        waiting_since = time.monotonic()
-        state = lock.acquire()
-        waited = time.monotonic() - waiting_since
-        try:
-            marker = check_ready(layout, settings.key)
-            if marker is not None and marker.version == plan.version:
-                record_use(layout, settings.key)
-                kind: Literal["hit", "waited"] = "waited" if waited >= settings.lock.poll else "hit"
-                return Outcome(
-                    kind,
-                    settings.key,
-                    marker.version,
-                    marker.path,
-                    seconds=time.monotonic() - started,
-                    waited_seconds=waited,
-                )
-            marker, downloaded = _download_and_publish(settings, layout, source, plan, lock, state)
-        finally:
-            lock.release()
-    finally:
-        source.close()
-    record_use(layout, settings.key)
-    return Outcome(
-        "downloaded",
+    lock = ModelLock(
+        layout,
         settings.key,
-        marker.version,
-        marker.path,
-        bytes_downloaded=downloaded,
-        seconds=time.monotonic() - started,
-        waited_seconds=waited,
+        identity=Identity.here(pod=settings.pod, namespace=settings.namespace, node=settings.node),
+        settings=settings.lock,
+    )
+    waiting_since = time.monotonic()
+    state = lock.acquire()
+    waited = time.monotonic() - waiting_since
+    try:
+        marker = None if settings.refresh else check_ready(layout, settings.key)
+        if marker is None:
+            source = open_source(settings, layout, environ)
+            try:
+                plan = _resolve(source, settings)
+                log.info(
+                    "%s: %d file(s), %s, version %s",
+                    settings.source.uri,
+                    len(plan.files),
+                    format_bytes(plan.total_bytes),
+                    plan.version,
+                )
+                marker = check_ready(layout, settings.key)
+                if marker is None or marker.version != plan.version:  # a refresh may find nothing new
+                    marker, downloaded = _download_and_publish(settings, layout, source, plan, lock, state)
+                    record_use(layout, settings.key)
+                    return Outcome(
+                        "downloaded",
+                        settings.key,
+                        marker.version,
+                        marker.path,
+                        bytes_downloaded=downloaded,
+                        seconds=time.monotonic() - started,
+                        waited_seconds=waited,
+                    )
+            finally:
+                source.close()
+    finally:
+        lock.release()
+    record_use(layout, settings.key)
+    kind: Literal["hit", "waited"] = "waited" if waited >= settings.lock.poll else "hit"
+    return Outcome(
+        kind, settings.key, marker.version, marker.path, seconds=time.monotonic() - started, waited_seconds=waited
     )
 
 
@@ -177,7 +189,9 @@ def open_source(settings: FetchSettings, layout: CacheLayout, environ: Mapping[s
 def _download_and_publish(
     settings: FetchSettings, layout: CacheLayout, source: Source, plan: Plan, lock: ModelLock, state: LockState
 ) -> tuple[Marker, int]:
+    from fetcher.locking import LockState, Progress
     from fetcher.publish import blob_name, publish_hub, publish_ready, publish_store
+    from fetcher.transfer import check_free_space, download_all
 
     exclusive = state is LockState.HELD  # only then is every other attempt of this key dead
     attempt = _claim_attempt(
@@ -254,6 +268,8 @@ def _tree_bytes(path: Path) -> int:
 
 
 def _staged_bytes(attempt: Path, file: RemoteFile) -> int:
+    from fetcher.transfer import PART_SUFFIX, staged_path
+
     final = staged_path(attempt, file)
     for candidate in (final, final.with_name(final.name + PART_SUFFIX)):
         with contextlib.suppress(OSError):

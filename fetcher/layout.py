@@ -27,7 +27,6 @@ import contextlib
 import json
 import logging
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -145,6 +144,14 @@ class CacheLayout:
         return self.store / key / version
 
 
+def format_bytes(count: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(count) < 1024 or unit == "TiB":
+            return f"{count:.1f} {unit}" if unit != "B" else f"{int(count)} B"
+        count /= 1024
+    raise AssertionError("unreachable")
+
+
 def read_marker(layout: CacheLayout, key: str) -> Marker | None:
     """The marker of a key, or None when there is none or it cannot be read."""
     try:
@@ -200,6 +207,8 @@ def record_use(layout: CacheLayout, key: str) -> None:
 
 def write_atomically(path: Path, data: bytes, *, mode: int = FILE_MODE) -> None:
     """Write a file so that readers see the old content or the new one, never a part."""
+    import tempfile  # off the hit path
+
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.fchmod(fd, mode)

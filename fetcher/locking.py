@@ -34,8 +34,9 @@ from dataclasses import asdict, dataclass
 from enum import Enum
 from pathlib import Path
 
+from fetcher.config import LockSettings
 from fetcher.errors import LockTimeoutError
-from fetcher.layout import CacheLayout, write_atomically
+from fetcher.layout import CacheLayout, format_bytes, write_atomically
 
 log = logging.getLogger(__name__)
 # struct flock {short l_type; short l_whence; off_t l_start; off_t l_len; pid_t l_pid;} padded to 32 bytes.
@@ -82,25 +83,6 @@ class Progress:
     def snapshot(self) -> tuple[int, int]:
         with self._lock:
             return self.done, self.total
-
-
-@dataclass(frozen=True, slots=True)
-class LockSettings:
-    timeout: float = 3600.0  # give up waiting (the pod's init container then restarts)
-    poll: float = 1.0  # seconds between attempts, with +-50 % jitter
-    log_every: float = 10.0
-    heartbeat_every: float = 5.0
-    stale_after: float = 60.0  # report the holder as stale when its record has not changed for this long
-    takeover_after: float = 600.0  # then take over after this long (0: never)
-    enabled: bool = True
-
-
-def format_bytes(count: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(count) < 1024 or unit == "TiB":
-            return f"{count:.1f} {unit}" if unit != "B" else f"{int(count)} B"
-        count /= 1024
-    raise AssertionError("unreachable")
 
 
 class ModelLock:

@@ -12,34 +12,19 @@ import errno
 import hashlib
 import logging
 import os
-import random
 import threading
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from dataclasses import dataclass
 from pathlib import Path
 
+from fetcher.config import RetryPolicy
 from fetcher.errors import DiskFullError, IntegrityError, TransferError
-from fetcher.layout import FILE_MODE, make_dirs
-from fetcher.locking import Progress, format_bytes
+from fetcher.layout import FILE_MODE, format_bytes, make_dirs
+from fetcher.locking import Progress
 from fetcher.sources import RemoteFile, RetryableError, Source
 
 log = logging.getLogger(__name__)
 CHUNK = 1 << 20
 PART_SUFFIX = ".part"
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    attempts: int = 8
-    base: float = 0.5
-    cap: float = 30.0
-    retry_after_cap: float = 300.0
-
-    def delay(self, attempt: int, retry_after: float | None) -> float:
-        """Exponential backoff with full jitter; a server's Retry-After wins, within a cap."""
-        if retry_after is not None:
-            return min(max(retry_after, 0.0), self.retry_after_cap)
-        return random.uniform(0, min(self.cap, self.base * 2**attempt))  # noqa: S311 (jitter)
 
 
 class _CancelledError(Exception):

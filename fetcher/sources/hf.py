@@ -25,11 +25,11 @@ from huggingface_hub.errors import (
 from huggingface_hub.hf_api import RepoFile
 
 from fetcher import contract
+from fetcher.config import RetryPolicy
 from fetcher.errors import AccessDeniedError, NotFoundError, TransferError
 from fetcher.http_client import HttpClient, parse_retry_after
 from fetcher.layout import CacheLayout, check_remote_path
 from fetcher.sources import Plan, RemoteFile, RetryableError, matches_include
-from fetcher.transfer import RetryPolicy
 
 log = logging.getLogger(__name__)
 DEFAULT_ENDPOINT = "https://huggingface.co"

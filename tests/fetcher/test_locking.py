@@ -13,16 +13,18 @@ from pathlib import Path
 
 import pytest
 
+from fetcher.config import LockSettings
 from fetcher.errors import LockTimeoutError
 from fetcher.layout import CacheLayout
-from fetcher.locking import Identity, LockSettings, LockState, ModelLock
+from fetcher.locking import Identity, LockState, ModelLock
 
 KEY = "hf_org_model_main_0123456789abcdef"
 HOLDER = """
 import sys, time
 from pathlib import Path
 from fetcher.layout import CacheLayout
-from fetcher.locking import Identity, LockSettings, ModelLock, Progress
+from fetcher.config import LockSettings
+from fetcher.locking import Identity, ModelLock, Progress
 layout = CacheLayout(Path(sys.argv[1])); layout.ensure()
 lock = ModelLock(layout, sys.argv[2], identity=Identity.here(pod="holder", namespace="serving", node="node-h"),
                  settings=LockSettings(heartbeat_every=0.1))
