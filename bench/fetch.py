@@ -12,12 +12,13 @@ one on a moto S3 server, all on loopback. Measured in the same run:
 - peak RSS of a cold fetch for two model sizes (it must not grow with the model);
 - S3: our fetcher against boto3's transfer manager (s3transfer) on the same moto server.
 
-Every process's wall time and peak RSS come from os.wait4.
+Every process's wall time and peak RSS come from os.wait4, in a small launcher (bench/measure.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -46,17 +47,18 @@ class Run:
 
 
 def timed(command: Sequence[str], env: Mapping[str, str]) -> Run:
-    """Run a process; its wall time and peak RSS (from the kernel, via wait4)."""
-    with tempfile.TemporaryFile() as errors:
-        started = time.perf_counter()
-        process = subprocess.Popen(command, env=dict(env), stdout=subprocess.DEVNULL, stderr=errors)
-        _, status, usage = os.wait4(process.pid, 0)
-        wall = time.perf_counter() - started
-        process.returncode = code = os.waitstatus_to_exitcode(status)
-        if code != 0:
-            errors.seek(0)
-            sys.stderr.write(errors.read().decode()[-2000:])
-    return Run(wall=wall, max_rss_mb=usage.ru_maxrss / 1024, code=code)
+    """Run a process through bench.measure: its wall time and its own peak RSS (see bench/measure.py)."""
+    launcher = subprocess.run(
+        [sys.executable, "-m", "bench.measure", *command],
+        env={**env, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    result = json.loads(launcher.stdout)
+    if result["code"] != 0:
+        sys.stderr.write(result["stderr"])
+    return Run(wall=result["wall"], max_rss_mb=result["max_rss_kb"] / 1024, code=result["code"])
 
 
 FETCHER = [sys.executable, "-m", "fetcher"]

@@ -5,6 +5,7 @@ Light on imports on purpose: the cache-hit path imports this module and little e
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -96,7 +97,7 @@ class FetchSettings:
             attempts=int(reader.number("MODELCACHE_RETRIES", 8, minimum=1)),
             base=reader.number("MODELCACHE_RETRY_BASE", 0.5, minimum=0.0),
         )
-        workers = int(reader.number("MODELCACHE_WORKERS", 8, minimum=1))
+        workers = int(reader.number("MODELCACHE_WORKERS", default_workers(), minimum=1))
         connect_timeout = reader.number("MODELCACHE_CONNECT_TIMEOUT", 10.0, minimum=0.1)
         read_timeout = reader.number("MODELCACHE_READ_TIMEOUT", 60.0, minimum=0.1)
         shared = reader.flag(contract.SHARED_CACHE_ENV, True)
@@ -134,6 +135,22 @@ class FetchSettings:
                 else f"a Secret named by annotation {contract.SECRET_ANNOTATION}"
             ),
         )
+
+
+def available_cpus(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> float:
+    """CPUs this container may use: its cgroup v2 quota (the CPU limit), else the machine's count."""
+    try:
+        quota, period = cpu_max.read_text().split()
+        if quota != "max":
+            return max(float(quota) / float(period), 0.1)
+    except (OSError, ValueError):
+        pass
+    return float(os.cpu_count() or 1)
+
+
+def default_workers() -> int:
+    """Two download threads per usable CPU, 2 to 8: more only make hashing and copying compete."""
+    return int(min(8, max(2, round(2 * available_cpus()))))
 
 
 class _Reader:

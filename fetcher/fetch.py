@@ -178,7 +178,6 @@ def open_source(settings: FetchSettings, layout: CacheLayout, environ: Mapping[s
             refresh=settings.refresh,
             environ=environ,
             http=http,
-            retry=settings.retry,
             secret_hint=settings.secret_hint,
         )
     from fetcher.sources.http import HttpAdapter

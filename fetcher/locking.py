@@ -207,25 +207,10 @@ class ModelLock:
     def _try_lock(self) -> bool:
         fd = self._descriptor
         if hasattr(fcntl, "F_OFD_SETLK"):
-            try:
-                fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _FLOCK)
-                return True
-            except OSError as err:
-                if err.errno in _HELD:
-                    return False
-                if err.errno in _UNSUPPORTED:
-                    raise _LocksUnsupportedError(os.strerror(err.errno)) from err
-                if err.errno != errno.EINVAL:
-                    raise
-        try:
-            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return True
-        except OSError as err:
-            if err.errno in _HELD:
-                return False
-            if err.errno in _UNSUPPORTED:
-                raise _LocksUnsupportedError(os.strerror(err.errno)) from err
-            raise
+            held = _attempt(lambda: fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _FLOCK), fall_back_on_einval=True)
+            if held is not None:
+                return held
+        return bool(_attempt(lambda: fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB), fall_back_on_einval=False))
 
     def _reopen_if_replaced(self) -> None:
         """After another waiter took over, the path names a new lock file: wait on that one."""
@@ -286,6 +271,21 @@ class ModelLock:
 
 class _LocksUnsupportedError(OSError):
     pass
+
+
+def _attempt(take: Callable[[], object], *, fall_back_on_einval: bool) -> bool | None:
+    """True: locked; False: someone holds it; None: this kind of lock is not available (try the next)."""
+    try:
+        take()
+        return True
+    except OSError as err:
+        if err.errno in _HELD:
+            return False
+        if err.errno in _UNSUPPORTED:
+            raise _LocksUnsupportedError(os.strerror(err.errno)) from err
+        if err.errno == errno.EINVAL and fall_back_on_einval:
+            return None  # no OFD locks on this kernel or filesystem: fall back to lockf
+        raise
 
 
 class _OwnerWatcher:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import TypeVar
 
@@ -25,7 +24,6 @@ from huggingface_hub.errors import (
 from huggingface_hub.hf_api import RepoFile
 
 from fetcher import contract
-from fetcher.config import RetryPolicy
 from fetcher.errors import AccessDeniedError, NotFoundError, TransferError
 from fetcher.http_client import HttpClient, parse_retry_after
 from fetcher.layout import CacheLayout, check_remote_path
@@ -47,7 +45,6 @@ class HubAdapter:
         refresh: bool,
         environ: Mapping[str, str],
         http: HttpClient,
-        retry: RetryPolicy,
         secret_hint: str,
     ) -> None:
         self.source = source
@@ -55,7 +52,6 @@ class HubAdapter:
         self.layout = layout
         self.refresh = refresh
         self.http = http
-        self.retry = retry
         self.secret_hint = secret_hint
         self.endpoint = (environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
         self.token = environ.get("HF_TOKEN") or None
@@ -129,48 +125,38 @@ class HubAdapter:
         return info.sha
 
     def _call(self, call: Callable[[], T], what: str) -> T:
-        """An API call with our retry policy, its errors turned into ours."""
-        for attempt in range(self.retry.attempts):
-            try:
-                return call()
-            except GatedRepoError as err:
+        """An API call, its errors turned into ours: transient ones become RetryableError (fetch.py retries)."""
+        try:
+            return call()
+        except GatedRepoError as err:
+            raise AccessDeniedError(
+                f"{self.source.repo_id} is gated: accept its terms on the Hub with an account, and put a token "
+                f"of that account in {self.secret_hint}, key HF_TOKEN"
+                + (" (the token given was refused)" if self.token else "")
+            ) from err
+        except RevisionNotFoundError as err:
+            raise NotFoundError(
+                f"revision {self.source.revision!r} of {self.source.repo_id} does not exist on {self.endpoint}; "
+                "check the branch, tag or commit after '@'"
+            ) from err
+        except RepositoryNotFoundError as err:
+            raise (AccessDeniedError if self.token else NotFoundError)(
+                f"{self.source.repo_id} was not found on {self.endpoint}. "
+                + (
+                    "The token in HF_TOKEN was sent: check that it can read this repository."
+                    if self.token
+                    else f"If it is private or gated, put a Hub token in {self.secret_hint}, key HF_TOKEN; "
+                    "otherwise check the name."
+                )
+            ) from err
+        except HfHubHTTPError as err:
+            status = err.response.status_code if err.response is not None else 0
+            if status in (401, 403):
                 raise AccessDeniedError(
-                    f"{self.source.repo_id} is gated: accept its terms on the Hub with an account, and put a token "
-                    f"of that account in {self.secret_hint}, key HF_TOKEN"
-                    + (" (the token given was refused)" if self.token else "")
+                    f"the Hub refused {what} (HTTP {status}); check the token in {self.secret_hint}, key HF_TOKEN"
                 ) from err
-            except RevisionNotFoundError as err:
-                raise NotFoundError(
-                    f"revision {self.source.revision!r} of {self.source.repo_id} does not exist on {self.endpoint}; "
-                    "check the branch, tag or commit after '@'"
-                ) from err
-            except RepositoryNotFoundError as err:
-                raise (AccessDeniedError if self.token else NotFoundError)(
-                    f"{self.source.repo_id} was not found on {self.endpoint}. "
-                    + (
-                        "The token in HF_TOKEN was sent: check that it can read this repository."
-                        if self.token
-                        else f"If it is private or gated, put a Hub token in {self.secret_hint}, key HF_TOKEN; "
-                        "otherwise check the name."
-                    )
-                ) from err
-            except HfHubHTTPError as err:
-                status = err.response.status_code if err.response is not None else 0
-                if status in (401, 403):
-                    raise AccessDeniedError(
-                        f"the Hub refused {what} (HTTP {status}); check the token in {self.secret_hint}, key HF_TOKEN"
-                    ) from err
-                if status not in (408, 429) and status < 500:
-                    raise TransferError(f"{what} failed: HTTP {status}") from err
-                failure = RetryableError(f"HTTP {status}", retry_after=parse_retry_after(err.response.headers))
-            except httpx2.TransportError as err:
-                failure = RetryableError(f"{type(err).__name__}: {err}")
-            if attempt == self.retry.attempts - 1:
-                raise TransferError(
-                    f"{what} failed {self.retry.attempts} times, the last time with {failure}; check that "
-                    f"{self.endpoint} is reachable from the node"
-                ) from failure
-            pause = self.retry.delay(attempt, failure.retry_after)
-            log.warning("%s: %s; retrying in %.1f s", what, failure, pause)
-            time.sleep(pause)
-        raise AssertionError("unreachable")
+            if status not in (408, 429) and status < 500:
+                raise TransferError(f"{what} failed: HTTP {status}") from err
+            raise RetryableError(f"{what}: HTTP {status}", retry_after=parse_retry_after(err.response.headers)) from err
+        except httpx2.TransportError as err:
+            raise RetryableError(f"{what}: {type(err).__name__}: {err}") from err

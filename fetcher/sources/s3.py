@@ -25,7 +25,7 @@ from fetcher.errors import AccessDeniedError, NotFoundError, TransferError
 from fetcher.layout import check_remote_path
 from fetcher.sources import Plan, RemoteFile, RetryableError, matches_include
 
-CHUNK = 1 << 20
+CHUNK = 4 << 20  # per read: fewer Python round trips; memory stays workers x 4 MiB
 _ACCESS = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken", "403"}
 _MISSING = {"NoSuchKey", "NoSuchBucket", "404", "NotFound"}
 _RETRY = {"SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable", "Throttling", "500", "502", "503", "504"}

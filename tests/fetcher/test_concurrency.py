@@ -36,6 +36,17 @@ def incomplete(cache: Path, sizes: dict[str, int]) -> bool:
         return True
 
 
+def largest_part(cache: Path) -> int:
+    """Bytes in the largest partial download now (a .part may be renamed while we look)."""
+    sizes = [0]
+    for part in (cache / ".modelcache" / "staging").rglob("*.part"):
+        try:
+            sizes.append(part.stat().st_size)
+        except FileNotFoundError:
+            continue
+    return max(sizes)
+
+
 def run_pods(hub: HubServer, cache: Path, **extra: str) -> tuple[list[int], int, int, list[str]]:
     """Start PODS fetchers at once; sample the model after the first success. (codes, samples, bad, logs)"""
     sizes = expected_sizes(hub)
@@ -96,15 +107,11 @@ def test_a_killed_download_resumes_where_it_stopped(hub: HubServer, cache: Path)
     hub.faults.bytes_per_second = 1 << 20
     env = fetcher_environment(SOURCE, cache, extra={"HF_ENDPOINT": hub.url})
     process = start_fetcher(env)
-    staging = cache / ".modelcache" / "staging"
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        parts = list(staging.rglob("*.part")) if staging.exists() else []
-        if parts and parts[0].stat().st_size >= 1 << 20:
-            break
+    while largest_part(cache) < 1 << 20:
+        if time.monotonic() > deadline:
+            pytest.fail("the download did not start")
         time.sleep(0.02)
-    else:
-        pytest.fail("the download did not start")
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     assert not list((cache / ".modelcache" / "markers").iterdir())  # never a marker for a partial model
@@ -124,10 +131,7 @@ def test_a_server_that_ignores_range_still_gives_a_correct_model(hub: HubServer,
     env = fetcher_environment(SOURCE, cache, extra={"HF_ENDPOINT": hub.url})
     process = start_fetcher(env)
     deadline = time.monotonic() + 60
-    staging = cache / ".modelcache" / "staging"
-    while time.monotonic() < deadline and not (
-        staging.exists() and any(p.stat().st_size > 100_000 for p in staging.rglob("*.part"))
-    ):
+    while largest_part(cache) < 100_000 and time.monotonic() < deadline:
         time.sleep(0.02)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()

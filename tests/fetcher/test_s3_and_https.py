@@ -166,3 +166,43 @@ def test_an_untrusted_certificate_is_not_accepted(https: FileServer, cache: Path
     message = (cache.parent / "pod-0.termination-log").read_text()
     assert "TLS verification of 127.0.0.1 failed" in message
     assert "SSL_CERT_FILE" in message
+
+
+def test_irsa_web_identity_credentials_are_used(moto: str, bucket: str, cache: Path, tmp_path: Path) -> None:
+    """No static keys: boto3's chain assumes the role with the projected token, as on EKS with IRSA."""
+    token = tmp_path / "token"
+    token.write_text("eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQifQ.c2lnbmF0dXJl")
+    env = fetcher_environment(
+        "s3://models/llama/v1",
+        cache,
+        include=("config.json",),
+        extra={
+            "AWS_ENDPOINT_URL": moto,
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ROLE_ARN": "arn:aws:iam::123456789012:role/model-reader",
+            "AWS_WEB_IDENTITY_TOKEN_FILE": str(token),
+            "AWS_ROLE_SESSION_NAME": "modelcache",
+        },
+    )
+    result = run_fetcher(env)
+    assert result.returncode == 0, result.stderr
+    assert (Path(env[contract.MODEL_PATH_ENV]) / "config.json").read_bytes() == FILES["config.json"]
+
+
+def test_without_any_credentials_the_message_says_where_to_put_them(moto: str, bucket: str, cache: Path) -> None:
+    env = fetcher_environment(
+        "s3://models/llama/v1",
+        cache,
+        extra={
+            "AWS_ENDPOINT_URL": moto,
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "AWS_CONFIG_FILE": "/nonexistent",
+            "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
+        },
+    )
+    result = run_fetcher(env)
+    assert result.returncode == 4, result.stderr
+    message = (cache.parent / "pod-0.termination-log").read_text()
+    assert "no AWS credentials found" in message
+    assert "IRSA" in message
