@@ -180,7 +180,9 @@ def s3_comparison(work: Path, size: int) -> dict[str, Run]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--size-mib", type=int, default=1024, help="size of the Hub model")
-    parser.add_argument("--small-mib", type=int, default=128, help="the smaller model, for RSS vs size")
+    parser.add_argument(
+        "--small-mib", type=int, default=128, help="a smaller model with as many shards, for RSS vs size"
+    )
     parser.add_argument("--s3-mib", type=int, default=256, help="size of the S3 model")
     parser.add_argument("--pods", type=int, default=8)
     args = parser.parse_args()
@@ -190,7 +192,7 @@ def main() -> int:
         "bench/model", write_sharded_model(work / "src-big", total_bytes=args.size_mib * MIB, shards=4)
     )
     small = HubRepo.single(
-        "bench/small", write_sharded_model(work / "src-small", total_bytes=args.small_mib * MIB, shards=2, seed=1)
+        "bench/small", write_sharded_model(work / "src-small", total_bytes=args.small_mib * MIB, shards=4, seed=1)
     )
     for repo in (big, small):
         for item in repo.commits[repo.main].values():

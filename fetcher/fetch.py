@@ -237,7 +237,8 @@ def _claim_attempt(layout: CacheLayout, key: str, version: str, *, exclusive: bo
     now = time.time()
     candidates = []
     for entry in base.iterdir():
-        if entry.name.startswith(version + ".") and entry.is_dir():
+        # Only attempts at the same version, and that we may write to (another UID's are 0755).
+        if entry.name.startswith(version + ".") and entry.is_dir() and os.access(entry, os.W_OK):
             with contextlib.suppress(OSError):
                 if exclusive or now - entry.stat().st_mtime > stale_after:
                     candidates.append((_tree_bytes(entry), entry))
