@@ -253,20 +253,12 @@ def fsync_dir(path: Path) -> None:
 
 
 def make_shared_dir(path: Path) -> None:
-    """mkdir -p with the shared mode (umask ignored) on the directories we create."""
-    if path.is_dir():
-        return
-    make_shared_dir(path.parent)
-    try:
-        path.mkdir(mode=SHARED_DIR_MODE)
-    except FileExistsError:
-        return
-    with contextlib.suppress(PermissionError):
-        path.chmod(SHARED_DIR_MODE)
+    """mkdir -p of a directory every fetcher must be able to add to (SHARED_DIR_MODE, umask ignored)."""
+    make_dirs(path, mode=SHARED_DIR_MODE)
 
 
 def make_dirs(path: Path, *, mode: int = DIR_MODE) -> None:
-    """mkdir -p with an exact mode (umask ignored): published model directories are 0755."""
+    """mkdir -p with an exact mode on the directories it creates (umask ignored)."""
     if path.is_dir():
         return
     make_dirs(path.parent, mode=mode)
