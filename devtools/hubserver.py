@@ -139,6 +139,7 @@ class Faults:
     corrupt: set[str] = field(default_factory=set)  # flip one byte of these paths' content
     wrong_digest: set[str] = field(default_factory=set)  # declare a wrong sha256 / oid for these
     ignore_range: bool = False
+    cut_next_after: int | None = None  # the next file body stops after this many bytes (connection closed)
 
 
 class HubServer:
@@ -340,6 +341,15 @@ class HubServer:
                 block = block[:middle] + bytes([block[middle] ^ 0xFF]) + block[middle + 1 :]
             for offset in range(0, len(block), piece):
                 chunk = block[offset : offset + piece]
+                cut = self.faults.cut_next_after
+                if cut is not None and sent + len(chunk) > cut:
+                    self.faults.cut_next_after = None
+                    await response.write(chunk[: cut - sent])
+                    with self._lock:
+                        self.bytes_served += cut - sent
+                    if request.transport is not None:
+                        request.transport.close()  # the body ends early, as when a connection drops
+                    return response
                 await response.write(chunk)
                 position += len(chunk)
                 sent += len(chunk)

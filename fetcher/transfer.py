@@ -59,6 +59,18 @@ def download_all(
                 raise first
 
 
+class _FileState:
+    """How far a file is on disk, and the digests of exactly those bytes (kept in step across retries)."""
+
+    def __init__(self, file: RemoteFile) -> None:
+        self.hashes = _Hashes(file)
+        self.offset = 0
+
+    def restart(self) -> None:
+        self.hashes.reset()
+        self.offset = 0
+
+
 def _download_one(
     source: Source,
     file: RemoteFile,
@@ -73,14 +85,14 @@ def _download_one(
         return
     part = final.with_name(final.name + PART_SUFFIX)
     make_dirs(part.parent)
-    hashes = _Hashes(file)
-    offset = _resume(part, file, hashes)
-    progress.add(offset)
+    state = _FileState(file)
+    _resume(part, file, state)
+    progress.add(state.offset)
     for attempt in range(retry.attempts):
         if cancel.is_set():
             raise _CancelledError
         try:
-            offset = _stream(source, file, part, offset, hashes, progress, cancel)
+            _stream(source, file, part, state, progress, cancel)
             break
         except RetryableError as err:
             if attempt == retry.attempts - 1:
@@ -91,66 +103,71 @@ def _download_one(
                 ) from err
             pause = retry.delay(attempt, err.retry_after)
             log.warning(
-                "%s: %s; retrying in %.1f s (attempt %d of %d)", file.path, err, pause, attempt + 2, retry.attempts
+                "%s: %s; retrying in %.1f s from byte %d (attempt %d of %d)",
+                file.path,
+                err,
+                pause,
+                state.offset,
+                attempt + 2,
+                retry.attempts,
             )
             if cancel.wait(pause):
                 raise _CancelledError from err
-    _verify(file, part, offset, hashes)
+    _verify(file, part, state)
     os.replace(part, final)
 
 
-def _resume(part: Path, file: RemoteFile, hashes: _Hashes) -> int:
+def _resume(part: Path, file: RemoteFile, state: _FileState) -> None:
     """Hash what a previous attempt wrote, so the download can go on from there."""
     try:
         size = part.stat().st_size
     except FileNotFoundError:
-        return 0
+        return
     if size > file.size:
         os.truncate(part, 0)
-        return 0
+        return
     with part.open("rb") as existing:
         while chunk := existing.read(CHUNK):
-            hashes.update(chunk)
+            state.hashes.update(chunk)
+    state.offset = size
     if size:
         log.info("%s: resuming after %s already on disk", file.path, format_bytes(size))
-    return size
 
 
 def _stream(
     source: Source,
     file: RemoteFile,
     part: Path,
-    offset: int,
-    hashes: _Hashes,
+    state: _FileState,
     progress: Progress,
     cancel: threading.Event,
-) -> int:
-    if offset >= file.size:
-        return offset
-    start, chunks = source.open(file, offset)
-    if start != offset:  # the server ignored Range: start over
+) -> None:
+    """Append to the part file from state.offset; state follows every byte written, even if we fail."""
+    if state.offset >= file.size:
+        return
+    start, chunks = source.open(file, state.offset)
+    if start != state.offset:  # the server ignored Range: start over
         log.info("%s: the server does not resume; downloading from the start", file.path)
-        progress.add(-offset)
-        hashes.reset()
-        offset = 0
+        progress.add(-state.offset)
+        state.restart()
     fd = os.open(part, os.O_WRONLY | os.O_CREAT, FILE_MODE)
     try:
-        os.ftruncate(fd, offset)
-        os.lseek(fd, offset, os.SEEK_SET)
+        os.ftruncate(fd, state.offset)
+        os.lseek(fd, state.offset, os.SEEK_SET)
         for chunk in chunks:
             if cancel.is_set():
                 raise _CancelledError
-            if offset + len(chunk) > file.size:
+            if state.offset + len(chunk) > file.size:
                 raise IntegrityError(
                     f"{file.path}: the source sent more than the {file.size} bytes it declared; nothing was "
                     "published. If the model changed at the source, start the pod again."
                 )
             _write_all(fd, chunk)
-            hashes.update(chunk)
-            offset += len(chunk)
+            state.hashes.update(chunk)
+            state.offset += len(chunk)
             progress.add(len(chunk))
-        if offset < file.size:
-            raise RetryableError(f"the connection ended after {offset} of {file.size} bytes")
+        if state.offset < file.size:
+            raise RetryableError(f"the connection ended after {state.offset} of {file.size} bytes")
         os.fsync(fd)
     except OSError as err:
         if err.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -161,7 +178,6 @@ def _stream(
         raise
     finally:
         os.close(fd)
-    return offset
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -170,7 +186,8 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def _verify(file: RemoteFile, part: Path, size: int, hashes: _Hashes) -> None:
+def _verify(file: RemoteFile, part: Path, state: _FileState) -> None:
+    size, hashes = state.offset, state.hashes
     problem = None
     if size != file.size:
         problem = f"{size} bytes instead of the declared {file.size}"

@@ -260,3 +260,14 @@ def test_an_invalid_environment_exits_2_with_every_problem(cache: Path) -> None:
     message = termination_message(cache)
     assert "is not the key of hf://tiny/model@main" in message
     assert "MODELCACHE_WORKERS='zero'" in message
+
+
+def test_a_connection_dropped_mid_file_resumes_from_where_it_broke(hub: HubServer, cache: Path) -> None:
+    hub.faults.cut_next_after = 1 << 20  # the 4 MiB file breaks off after 1 MiB
+    result = fetch(hub, cache, "hf://tiny/big", MODELCACHE_WORKERS="1")
+    assert result.returncode == 0, result.stderr
+    assert "retrying in" in result.stderr
+    assert "from byte 1048576" in result.stderr
+    repo = hub.repos["tiny/big"]
+    model_bytes = sum(item.size for item in repo.commits[repo.main].values())
+    assert hub.bytes_served == model_bytes  # the first MiB was not sent again
