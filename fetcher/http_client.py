@@ -62,9 +62,13 @@ class HttpClient:
             if if_range:
                 request_headers["If-Range"] = if_range
         response, _ = self._request("GET", url, headers=request_headers, what=what)
-        start = 0
-        if response.status == 206:
-            start = _content_range_start(response.headers.get("Content-Range", ""))
+        if response.status != 206:
+            return 0, _chunks(response, what)  # the whole file (Range ignored, or If-Range saw a change)
+        start = _content_range_start(response.headers.get("Content-Range", ""))
+        if start != offset:
+            response.drain_conn()
+            response.release_conn()
+            raise RetryableError(f"{what}: asked for bytes from {offset}, the server sent from {start}")
         return start, _chunks(response, what)
 
     def _request(
@@ -126,11 +130,11 @@ def _chunks(response: urllib3.BaseHTTPResponse, what: str) -> Iterator[bytes]:
 
 
 def _content_range_start(value: str) -> int:
-    # "bytes 100-199/200"
+    """The first byte of "bytes 100-199/200"; -1 when the header is missing or malformed."""
     try:
         return int(value.split(" ", 1)[1].split("-", 1)[0])
     except (IndexError, ValueError):
-        return 0
+        return -1
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:
