@@ -11,11 +11,13 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import shutil
 import time
 from pathlib import Path
 
 from fetcher import contract
+from fetcher.errors import IntegrityError
 from fetcher.layout import (
     CacheLayout,
     Marker,
@@ -29,6 +31,7 @@ from fetcher.sources import Plan
 from fetcher.transfer import staged_path
 
 _TAKEN = (errno.EEXIST, errno.ENOTEMPTY)
+_DIGEST = re.compile(r"[0-9a-f]{64}|[0-9a-f]{40}")
 
 
 def publish_hub(layout: CacheLayout, source: contract.HubSource, plan: Plan, attempt_dir: Path) -> Path:
@@ -65,11 +68,17 @@ def publish_hub(layout: CacheLayout, source: contract.HubSource, plan: Plan, att
 
 
 def blob_name(sha256: str | None, git_sha1: str | None) -> str:
-    """huggingface_hub's blob name: the LFS sha256, or the git blob sha1 of a small file."""
-    name = sha256 or git_sha1
-    if not name:
-        raise ValueError("a Hub file has neither an LFS sha256 nor a git blob id")
-    return name.lower()
+    """huggingface_hub's blob name: the LFS sha256, or the git blob sha1 of a small file.
+
+    Both come from the remote, so they must look like digests before they become file names.
+    """
+    name = (sha256 or git_sha1 or "").lower()
+    if not _DIGEST.fullmatch(name):
+        raise IntegrityError(
+            f"the source declares {name[:80]!r} as a file's digest, which is not a sha256 or git sha1; refusing "
+            "the model. Check the source."
+        )
+    return name
 
 
 def _link_files(snapshot: Path, blobs: Path, plan: Plan) -> None:
