@@ -1,0 +1,135 @@
+"""Dockerfiles, checked without a Docker engine: pinned, non-root, the right entry points and extras.
+
+The strongest check: every third-party module that the code copied into an image imports is provided
+by the extras that image installs (the closure of their requirements, from installed metadata).
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import sys
+import tomllib
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+
+ROOT = Path(__file__).resolve().parent.parent
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+@dataclass(frozen=True)
+class Image:
+    extras: frozenset[str]
+    script: str
+    code: tuple[str, ...]  # what the Dockerfile copies in
+
+
+IMAGES = {
+    "Dockerfile.fetcher": Image(frozenset({"fetcher"}), "modelcache-fetch", ("fetcher",)),
+    "Dockerfile.webhook": Image(
+        frozenset({"webhook", "certs"}),
+        "modelcache-webhook",
+        ("webhook", "certs", "fetcher/__init__.py", "fetcher/contract.py"),
+    ),
+}
+
+
+def instructions(name: str) -> list[tuple[str, str]]:
+    text = (ROOT / name).read_text().replace("\\\n", " ")
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
+    return [(line.split(" ", 1)[0].upper(), line.split(" ", 1)[1]) for line in lines]
+
+
+@pytest.mark.parametrize("name", sorted(IMAGES))
+def test_bases_are_pinned_to_an_exact_python_release(name: str) -> None:
+    bases = [arg.split()[0] for op, arg in instructions(name) if op == "FROM"]
+    assert bases
+    for base in bases:
+        assert re.fullmatch(r"python:3\.\d+\.\d+-slim-[a-z]+", base), base
+        assert f"{sys.version_info.major}.{sys.version_info.minor}" in base  # the Python we test with
+
+
+@pytest.mark.parametrize("name", sorted(IMAGES))
+def test_the_image_runs_as_a_numeric_non_root_user_in_group_0(name: str) -> None:
+    users = [arg for op, arg in instructions(name) if op == "USER"]
+    assert users
+    uid, _, gid = users[-1].partition(":")
+    assert uid.isdigit()
+    assert int(uid) != 0
+    assert gid == "0"  # OpenShift's arbitrary UIDs run with group 0
+
+
+@pytest.mark.parametrize("name", sorted(IMAGES))
+def test_the_entry_point_is_a_declared_console_script_of_the_image_package(name: str) -> None:
+    entry = [arg for op, arg in instructions(name) if op == "ENTRYPOINT"][-1]
+    script = IMAGES[name].script
+    assert entry == f'["{script}"]'
+    module = PYPROJECT["project"]["scripts"][script].split(":")[0]
+    assert module.split(".")[0] in str(IMAGES[name].code)
+    assert metadata.entry_points(group="console_scripts", name=script)
+
+
+@pytest.mark.parametrize("name", sorted(IMAGES))
+def test_the_install_is_constrained_to_the_pinned_versions_with_only_its_extras(name: str) -> None:
+    runs = " ".join(arg for op, arg in instructions(name) if op == "RUN")
+    assert "--constraint constraints.txt" in runs
+    extras = re.search(r'"\.\[([a-z,]+)\]"', runs)
+    assert extras is not None
+    assert set(extras.group(1).split(",")) == IMAGES[name].extras
+    copied = " ".join(arg for op, arg in instructions(name) if op == "COPY" and "--from" not in arg)
+    for path in IMAGES[name].code:
+        assert path in copied
+
+
+def closure(extras: frozenset[str]) -> set[str]:
+    """Normalized names of every distribution `modelcache[extras]` installs."""
+    pending = [
+        Requirement(r)
+        for r in metadata.requires("modelcache") or []
+        if Requirement(r).marker is None or any(Requirement(r).marker.evaluate({"extra": e}) for e in extras)  # type: ignore[union-attr]
+    ]
+    seen: set[str] = set()
+    while pending:
+        requirement = pending.pop()
+        name = re.sub(r"[-_.]+", "-", requirement.name).lower()
+        if name in seen or name == "modelcache":
+            continue
+        seen.add(name)
+        for raw in metadata.requires(requirement.name) or []:
+            nested = Requirement(raw)
+            if nested.marker is None or any(nested.marker.evaluate({"extra": e}) for e in requirement.extras or {""}):
+                pending.append(nested)
+    return seen
+
+
+def third_party_imports(paths: tuple[str, ...]) -> set[str]:
+    modules: set[str] = set()
+    files = [p for path in paths for p in ((ROOT / path).rglob("*.py") if (ROOT / path).is_dir() else [ROOT / path])]
+    for file in files:
+        for node in ast.walk(ast.parse(file.read_text())):
+            if isinstance(node, ast.Import):
+                modules.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                modules.add(node.module.split(".")[0])
+    return {m for m in modules if m not in sys.stdlib_module_names and m not in ("webhook", "fetcher", "certs")}
+
+
+@pytest.mark.parametrize("name", sorted(IMAGES))
+def test_the_extras_provide_every_module_the_image_code_imports(name: str) -> None:
+    provided = closure(IMAGES[name].extras)
+    owners = metadata.packages_distributions()
+    for module in sorted(third_party_imports(IMAGES[name].code)):
+        distributions = {re.sub(r"[-_.]+", "-", d).lower() for d in owners.get(module, [])}
+        assert distributions & provided, (
+            f"{name}: {module} ({distributions}) is not installed by {sorted(IMAGES[name].extras)}"
+        )
+
+
+def test_the_build_context_leaves_out_what_images_do_not_need() -> None:
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    for entry in (".git", ".venv", "tests", "bench", "devtools"):
+        assert entry in ignored
