@@ -1,0 +1,206 @@
+"""manifests/: every overlay renders with `kubectl kustomize`, validates against the Kubernetes schema,
+follows the admission rules of FIELD_NOTES.md, and names what the code names.
+
+The CEL of the webhook's matchConditions and of the ValidatingAdmissionPolicy is evaluated (cel-python)
+against the golden admission cases: an annotated pod is rejected before injection and admitted after.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import celpy
+import jsonpatch
+import kubernetes_validate
+import pytest
+import yaml
+from celpy.adapter import json_to_cel
+from celpy.evaluation import CELEvalError
+
+from fetcher import contract
+from tests.pod_security import restricted_violations
+from webhook.config import ENV_PREFIX, Settings
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+KUBECTL = Path(sys.executable).parent / "kubectl"
+OVERLAYS = ["base", "overlays/cert-manager", "overlays/dev"]
+SYSTEM_NAMESPACES = {"kube-system", "kube-public", "kube-node-lease"}
+CASES = ROOT / "tests" / "webhook" / "cases"
+Object = dict[str, Any]
+
+
+def render(overlay: str) -> list[Object]:
+    out = subprocess.run(
+        [str(KUBECTL), "kustomize", str(ROOT / "manifests" / overlay)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    return [doc for doc in yaml.safe_load_all(out.stdout) if doc]
+
+
+def one(objects: list[Object], kind: str) -> Object:
+    found = [o for o in objects if o["kind"] == kind]
+    assert len(found) == 1, kind
+    return found[0]
+
+
+@pytest.fixture(scope="module", params=OVERLAYS)
+def rendered(request: pytest.FixtureRequest) -> list[Object]:
+    return render(request.param)
+
+
+def test_every_kubernetes_object_validates_against_1_30_and_the_newest_schema(rendered: list[Object]) -> None:
+    for obj in rendered:
+        if obj["apiVersion"].startswith("cert-manager.io/"):
+            continue  # a CRD: not in the Kubernetes schema
+        for version in ("1.30.0", kubernetes_validate.latest_version()):
+            kubernetes_validate.validate(obj, version, strict=True)
+
+
+def test_the_webhook_configuration_follows_the_admission_rules(rendered: list[Object]) -> None:
+    namespace = one(rendered, "Namespace")["metadata"]["name"]
+    (hook,) = one(rendered, "MutatingWebhookConfiguration")["webhooks"]
+    assert hook["rules"] == [
+        {
+            "apiGroups": [""],
+            "apiVersions": ["v1"],
+            "operations": ["CREATE"],
+            "resources": ["pods"],
+            "scope": "Namespaced",
+        }
+    ]
+    assert hook["timeoutSeconds"] <= 3
+    assert hook["sideEffects"] == "None"
+    assert hook["admissionReviewVersions"] == ["v1"]
+    assert hook["reinvocationPolicy"] == "IfNeeded"
+    assert hook["failurePolicy"] == "Ignore"  # fail open; the policy below fails closed for opted-in pods
+    (excluded,) = hook["namespaceSelector"]["matchExpressions"]
+    assert excluded["key"] == "kubernetes.io/metadata.name"
+    assert excluded["operator"] == "NotIn"
+    assert set(excluded["values"]) == SYSTEM_NAMESPACES | {namespace}
+    service = one(rendered, "Service")
+    client = hook["clientConfig"]["service"]
+    assert (client["name"], client["namespace"], client["path"]) == (service["metadata"]["name"], namespace, "/mutate")
+    assert client["port"] == service["spec"]["ports"][0]["port"]
+
+
+def test_the_policy_fails_closed_for_opted_in_pods_only(rendered: list[Object]) -> None:
+    policy = one(rendered, "ValidatingAdmissionPolicy")
+    binding = one(rendered, "ValidatingAdmissionPolicyBinding")
+    assert policy["spec"]["failurePolicy"] == "Fail"
+    assert binding["spec"]["policyName"] == policy["metadata"]["name"]
+    assert binding["spec"]["validationActions"] == ["Deny"]
+    (hook,) = one(rendered, "MutatingWebhookConfiguration")["webhooks"]
+    assert binding["spec"]["matchResources"]["namespaceSelector"] == hook["namespaceSelector"]
+    assert policy["spec"]["matchConditions"] == hook["matchConditions"]
+
+
+def test_the_deployment_is_highly_available_and_restricted(rendered: list[Object]) -> None:
+    deployment = one(rendered, "Deployment")
+    spec = deployment["spec"]
+    assert spec["replicas"] >= 2
+    assert spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    pod = spec["template"]
+    (container,) = pod["spec"]["containers"]
+    assert restricted_violations({"spec": pod["spec"]}, container) == []
+    assert container["resources"]["requests"]
+    assert container["resources"]["limits"]["memory"]
+    assert container["lifecycle"]["preStop"]
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "https", "scheme": "HTTPS"}
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert pod["spec"]["automountServiceAccountToken"] is False
+    assert pod["spec"]["enableServiceLinks"] is False
+    budget = one(rendered, "PodDisruptionBudget")["spec"]
+    assert budget["minAvailable"] == 1
+    assert budget["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    assert spec["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+
+
+def test_names_and_settings_match_the_code(rendered: list[Object]) -> None:
+    settings = one(rendered, "ConfigMap")["data"]
+    known = {ENV_PREFIX + name.upper() for name in Settings.__dataclass_fields__}
+    assert set(settings) <= known  # the webhook refuses unknown MODELCACHE_* variables at start
+    parsed = Settings.from_env(settings)
+    deployment = one(rendered, "Deployment")["spec"]["template"]["spec"]
+    (container,) = deployment["containers"]
+    assert container["ports"][0]["containerPort"] == parsed.port
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert mounts["tls"] == parsed.tls_dir
+    (hook,) = one(rendered, "MutatingWebhookConfiguration")["webhooks"]
+    assert contract.MODEL_ANNOTATION in hook["matchConditions"][0]["expression"]
+    validation = one(rendered, "ValidatingAdmissionPolicy")["spec"]["validations"][0]["expression"]
+    assert f"'{contract.FETCHER_CONTAINER_NAME}'" in validation
+    assert f"'{contract.CACHE_VOLUME_NAME}'" in validation
+
+
+def evaluate(expression: str, pod: Object) -> object:
+    environment = celpy.Environment()
+    program = environment.program(environment.compile(expression))
+    try:
+        return program.evaluate({"object": json_to_cel(pod)})
+    except CELEvalError as err:
+        return err
+
+
+def cel(expression: str, pod: Object) -> bool:
+    result = evaluate(expression, pod)
+    assert not isinstance(result, CELEvalError), f"{expression} failed: {result}"
+    return bool(result)
+
+
+def conditions_hold(conditions: list[Object], pod: Object) -> bool:
+    """The apiserver's matchConditions rule: any false -> skipped; all true -> called; an error with none
+    false would apply the failurePolicy, which our conditions must never cause."""
+    results = [evaluate(c["expression"], pod) for c in conditions]
+    if any(r is False or (not isinstance(r, CELEvalError) and not r) for r in results):
+        return False
+    assert not any(isinstance(r, CELEvalError) for r in results), results
+    return True
+
+
+def golden_pods() -> list[tuple[str, Object, Object | None]]:
+    """(case, pod as submitted, pod after the webhook's patch, or None when it was not mutated)."""
+    cases = []
+    for case in sorted(CASES.iterdir()):
+        review = json.loads((case / "review.json").read_text())
+        expected = json.loads((case / "expected.json").read_text())
+        if review["request"]["kind"]["kind"] != "Pod" or review["request"]["operation"] != "CREATE":
+            continue
+        pod = review["request"]["object"]
+        after = jsonpatch.apply_patch(pod, expected["patch"]) if expected.get("patch") else None
+        cases.append((case.name, pod, after))
+    return cases
+
+
+def injected(pod: Object) -> bool:
+    """What the policy must demand, computed independently: our init container and our cache volume."""
+    spec = pod["spec"]
+    return any(c["name"] == contract.FETCHER_CONTAINER_NAME for c in spec.get("initContainers", [])) and any(
+        v["name"] == contract.CACHE_VOLUME_NAME for v in spec.get("volumes", [])
+    )
+
+
+def test_cel_selects_annotated_pods_and_the_policy_admits_exactly_injected_ones() -> None:
+    objects = render("base")
+    (hook,) = one(objects, "MutatingWebhookConfiguration")["webhooks"]
+    validation = one(objects, "ValidatingAdmissionPolicy")["spec"]["validations"][0]["expression"]
+    rejected = admitted_after_patch = 0
+    for name, pod, after in golden_pods():
+        annotations = pod["metadata"].get("annotations", {})
+        selected = contract.MODEL_ANNOTATION in annotations and "kubernetes.io/config.mirror" not in annotations
+        assert conditions_hold(hook["matchConditions"], pod) is selected, name
+        if not selected:
+            continue
+        assert cel(validation, pod) is injected(pod), name
+        rejected += not injected(pod)
+        if after is not None:
+            assert cel(validation, after) is True, f"{name}: the webhook's output must pass the policy"
+            admitted_after_patch += 1
+    assert rejected >= 10  # annotated pods as submitted, before any webhook ran
+    assert admitted_after_patch >= 10
