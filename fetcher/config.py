@@ -169,7 +169,7 @@ class _Reader:
         if not value:
             return None
         try:
-            return contract.parse_source(value, allow_http=self.flag("MODELCACHE_ALLOW_HTTP", False))
+            return contract.parse_source(value, allow_http=self.flag(contract.ALLOW_HTTP_ENV, False))
         except contract.ContractError as err:
             self.problems.append(f"{contract.SOURCE_ENV}: {err}")
             return None

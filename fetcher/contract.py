@@ -72,6 +72,7 @@ POD_NAME_ENV = "MODELCACHE_POD_NAME"
 POD_NAMESPACE_ENV = "MODELCACHE_POD_NAMESPACE"
 NODE_NAME_ENV = "MODELCACHE_NODE_NAME"
 HTTP_AUTHORIZATION_ENV = "MODELCACHE_HTTP_AUTHORIZATION"
+ALLOW_HTTP_ENV = "MODELCACHE_ALLOW_HTTP"  # set for http:// sources, which the webhook accepted by setting
 SECRET_NAME_ENV = "MODELCACHE_SECRET_NAME"  # noqa: S105 (a variable name; its value names the Secret in messages)
 
 # Keys of the annotated Secret that reach the init container (and only it), each optional, by scheme:

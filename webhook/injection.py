@@ -346,6 +346,8 @@ def _fetcher_container(
         env.append({"name": c.INCLUDE_ENV, "value": ",".join(request.include)})
     if settings.hf_endpoint and isinstance(request.source, c.HubSource):
         env.append({"name": "HF_ENDPOINT", "value": settings.hf_endpoint})
+    if isinstance(request.source, c.HttpSource) and request.source.scheme == "http":
+        env.append({"name": c.ALLOW_HTTP_ENV, "value": "true"})  # the fetcher checks the source again
     if settings.s3_endpoint and isinstance(request.source, c.S3Source):
         env.append({"name": "AWS_ENDPOINT_URL", "value": settings.s3_endpoint})
     if request.secret:
