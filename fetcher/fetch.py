@@ -44,7 +44,13 @@ class Outcome:
     seconds: float = 0.0
     waited_seconds: float = 0.0
 
+    shared: bool = True
+
     def summary(self) -> str:
+        where = "" if self.shared else " [pod-local storage: this pod opted out of the shared cache]"
+        return self._what() + where
+
+    def _what(self) -> str:
         if self.kind == "hit":
             return f"cache hit: {self.path} (version {self.version}) in {self.seconds:.2f} s"
         if self.kind == "waited":
@@ -66,7 +72,14 @@ def ensure_model(settings: FetchSettings, *, environ: Mapping[str, str]) -> Outc
         marker = check_ready(layout, settings.key)
         if marker is not None:
             record_use(layout, settings.key)
-            return Outcome("hit", settings.key, marker.version, marker.path, seconds=time.monotonic() - started)
+            return Outcome(
+                "hit",
+                settings.key,
+                marker.version,
+                marker.path,
+                seconds=time.monotonic() - started,
+                shared=settings.shared,
+            )
     return _fetch_under_lock(settings, layout, environ, started)
 
 
@@ -116,6 +129,7 @@ def _fetch_under_lock(
                         bytes_downloaded=downloaded,
                         seconds=time.monotonic() - started,
                         waited_seconds=waited,
+                        shared=settings.shared,
                     )
             finally:
                 source.close()
@@ -124,7 +138,13 @@ def _fetch_under_lock(
     record_use(layout, settings.key)
     kind: Literal["hit", "waited"] = "waited" if waited >= settings.lock.poll else "hit"
     return Outcome(
-        kind, settings.key, marker.version, marker.path, seconds=time.monotonic() - started, waited_seconds=waited
+        kind,
+        settings.key,
+        marker.version,
+        marker.path,
+        seconds=time.monotonic() - started,
+        waited_seconds=waited,
+        shared=settings.shared,
     )
 
 

@@ -20,10 +20,11 @@ CLOSED = "http://127.0.0.1:9"  # nothing listens: every source fails fast, on lo
 
 
 def injected_env(source: str, settings: Settings, cache: Path) -> dict[str, str]:
+    annotations = {"modelcache.io/model": source, "modelcache.io/include": "*.safetensors, config.json"}
     pod: dict[str, Any] = {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": "p", "annotations": {"modelcache.io/model": source}},
+        "metadata": {"name": "p", "annotations": annotations},
         "spec": {"containers": [{"name": "app", "image": "busybox:1.37"}]},
     }
     result = review_admission(json.dumps(admission_review(pod, "ns")).encode(), settings=settings)

@@ -271,3 +271,9 @@ def test_a_connection_dropped_mid_file_resumes_from_where_it_broke(hub: HubServe
     repo = hub.repos["tiny/big"]
     model_bytes = sum(item.size for item in repo.commits[repo.main].values())
     assert hub.bytes_served == model_bytes  # the first MiB was not sent again
+
+
+def test_an_opted_out_pod_says_its_model_is_pod_local(hub: HubServer, cache: Path) -> None:
+    result = fetch(hub, cache, MODELCACHE_SHARED_CACHE="false")
+    assert result.returncode == 0, result.stderr
+    assert "pod-local storage" in termination_message(cache)
