@@ -25,8 +25,8 @@ from fetcher.errors import DiskFullError, TransferError
 from fetcher.layout import CacheLayout, Marker, check_ready, format_bytes, make_shared_dir, record_use
 from fetcher.sources import Plan, RemoteFile, RetryableError, Source
 
-if TYPE_CHECKING:  # the hit path imports neither: they bring threads and the transfer machinery
-    from fetcher.locking import LockState, ModelLock
+if TYPE_CHECKING:  # the hit path does not import it: it brings threads and the transfer machinery
+    from fetcher.locking import ModelLock
 
 log = logging.getLogger(__name__)
 USER_AGENT = "modelcache-fetcher/0.1.0"
@@ -45,6 +45,28 @@ class Outcome:
     waited_seconds: float = 0.0
 
     shared: bool = True
+
+    @classmethod
+    def of(
+        cls,
+        kind: Literal["hit", "waited", "downloaded"],
+        settings: FetchSettings,
+        marker: Marker,
+        started: float,
+        *,
+        waited_seconds: float = 0.0,
+        bytes_downloaded: int = 0,
+    ) -> Outcome:
+        return cls(
+            kind,
+            settings.key,
+            marker.version,
+            marker.path,
+            bytes_downloaded=bytes_downloaded,
+            seconds=time.monotonic() - started,
+            waited_seconds=waited_seconds,
+            shared=settings.shared,
+        )
 
     def summary(self) -> str:
         where = "" if self.shared else " [pod-local storage: this pod opted out of the shared cache]"
@@ -72,14 +94,7 @@ def ensure_model(settings: FetchSettings, *, environ: Mapping[str, str]) -> Outc
         marker = check_ready(layout, settings.key)
         if marker is not None:
             record_use(layout, settings.key)
-            return Outcome(
-                "hit",
-                settings.key,
-                marker.version,
-                marker.path,
-                seconds=time.monotonic() - started,
-                shared=settings.shared,
-            )
+            return Outcome.of("hit", settings, marker, started)
     return _fetch_under_lock(settings, layout, environ, started)
 
 
@@ -102,8 +117,9 @@ def _fetch_under_lock(
         settings=settings.lock,
     )
     waiting_since = time.monotonic()
-    state = lock.acquire()
+    lock.acquire()
     waited = time.monotonic() - waiting_since
+    downloaded: int | None = None  # None: nothing was downloaded, the model was ready after the lock
     try:
         marker = None if settings.refresh else check_ready(layout, settings.key)
         if marker is None:
@@ -119,33 +135,16 @@ def _fetch_under_lock(
                 )
                 marker = check_ready(layout, settings.key)
                 if marker is None or marker.version != plan.version:  # a refresh may find nothing new
-                    marker, downloaded = _download_and_publish(settings, layout, source, plan, lock, state)
-                    record_use(layout, settings.key)
-                    return Outcome(
-                        "downloaded",
-                        settings.key,
-                        marker.version,
-                        marker.path,
-                        bytes_downloaded=downloaded,
-                        seconds=time.monotonic() - started,
-                        waited_seconds=waited,
-                        shared=settings.shared,
-                    )
+                    marker, downloaded = _download_and_publish(settings, layout, source, plan, lock)
             finally:
                 source.close()
     finally:
         lock.release()
     record_use(layout, settings.key)
+    if downloaded is not None:
+        return Outcome.of("downloaded", settings, marker, started, waited_seconds=waited, bytes_downloaded=downloaded)
     kind: Literal["hit", "waited"] = "waited" if waited >= settings.lock.poll else "hit"
-    return Outcome(
-        kind,
-        settings.key,
-        marker.version,
-        marker.path,
-        seconds=time.monotonic() - started,
-        waited_seconds=waited,
-        shared=settings.shared,
-    )
+    return Outcome.of(kind, settings, marker, started, waited_seconds=waited)
 
 
 def _resolve(source: Source, settings: FetchSettings) -> Plan:
@@ -206,13 +205,13 @@ def open_source(settings: FetchSettings, layout: CacheLayout, environ: Mapping[s
 
 
 def _download_and_publish(
-    settings: FetchSettings, layout: CacheLayout, source: Source, plan: Plan, lock: ModelLock, state: LockState
+    settings: FetchSettings, layout: CacheLayout, source: Source, plan: Plan, lock: ModelLock
 ) -> tuple[Marker, int]:
     from fetcher.locking import LockState, Progress
     from fetcher.publish import blob_name, publish_hub, publish_ready, publish_store
     from fetcher.transfer import check_free_space, download_all
 
-    exclusive = state is LockState.HELD  # only then is every other attempt of this key dead
+    exclusive = lock.state is LockState.HELD  # only then is every other attempt of this key dead
     attempt = _claim_attempt(
         layout, settings.key, plan.version, exclusive=exclusive, stale_after=settings.lock.stale_after
     )
