@@ -17,7 +17,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import Any
 
 from bench.http_load import LoadResult, build_request, run_load
 from devtools.admission import admission_review
-from devtools.webhook_process import RunningWebhook, free_port, run_webhook, write_certificates
+from devtools.webhook_process import RunningWebhook, free_port, run_webhook, wait_ready, write_certificates
 from webhook.config import Settings
 from webhook.handlers import review_admission
 from webhook.injection import decide
@@ -108,13 +107,7 @@ def run_noop(workdir: Path) -> Iterator[RunningWebhook]:
     )
     server = RunningWebhook(url=f"https://127.0.0.1:{port}", ca_file=ca_file, tls_dir=tls_dir, process=process)
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(server.url + "/readyz", context=server.client_context(), timeout=2):
-                    break
-            except OSError:
-                time.sleep(0.05)
+        wait_ready(server)
         yield server
     finally:
         process.terminate()

@@ -63,7 +63,7 @@ def run_webhook(
     process = subprocess.Popen([sys.executable, "-m", "webhook"], env=environ, stdout=log, stderr=log)
     running = RunningWebhook(url=f"https://127.0.0.1:{port}", ca_file=ca_file, tls_dir=tls_dir, process=process)
     try:
-        _wait_ready(running)
+        wait_ready(running)
         yield running
     finally:
         process.terminate()
@@ -75,12 +75,13 @@ def run_webhook(
         log.close()
 
 
-def _wait_ready(webhook: RunningWebhook) -> None:
+def wait_ready(webhook: RunningWebhook) -> None:
+    """Poll /readyz until 200; fail if the process exits or the time runs out."""
     context = webhook.client_context()
     deadline = time.monotonic() + READY_TIMEOUT
     while time.monotonic() < deadline:
         if webhook.process.poll() is not None:
-            raise RuntimeError(f"the webhook exited with status {webhook.process.returncode} before it was ready")
+            raise RuntimeError(f"the server exited with status {webhook.process.returncode} before it was ready")
         try:
             with urllib.request.urlopen(webhook.url + "/readyz", context=context, timeout=2) as response:
                 if response.status == 200:
@@ -88,4 +89,4 @@ def _wait_ready(webhook: RunningWebhook) -> None:
         except OSError:
             pass
         time.sleep(0.05)
-    raise TimeoutError(f"the webhook was not ready within {READY_TIMEOUT:.0f} s")
+    raise TimeoutError(f"the server was not ready within {READY_TIMEOUT:.0f} s")
