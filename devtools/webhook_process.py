@@ -46,7 +46,11 @@ def write_certificates(directory: Path) -> Path:
 
 @contextmanager
 def run_webhook(
-    workdir: Path, *, env: Mapping[str, str] | None = None, log_file: Path | None = None
+    workdir: Path,
+    *,
+    env: Mapping[str, str] | None = None,
+    log_file: Path | None = None,
+    ready_timeout: float = READY_TIMEOUT,
 ) -> Iterator[RunningWebhook]:
     """Start the webhook, wait until /readyz says ready, stop it afterwards."""
     tls_dir = workdir / "tls"
@@ -63,7 +67,7 @@ def run_webhook(
     process = subprocess.Popen([sys.executable, "-m", "webhook"], env=environ, stdout=log, stderr=log)
     running = RunningWebhook(url=f"https://127.0.0.1:{port}", ca_file=ca_file, tls_dir=tls_dir, process=process)
     try:
-        wait_ready(running)
+        wait_ready(running, timeout=ready_timeout)
         yield running
     finally:
         process.terminate()
@@ -75,10 +79,10 @@ def run_webhook(
         log.close()
 
 
-def wait_ready(webhook: RunningWebhook) -> None:
+def wait_ready(webhook: RunningWebhook, *, timeout: float = READY_TIMEOUT) -> None:
     """Poll /readyz until 200; fail if the process exits or the time runs out."""
     context = webhook.client_context()
-    deadline = time.monotonic() + READY_TIMEOUT
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if webhook.process.poll() is not None:
             raise RuntimeError(f"the server exited with status {webhook.process.returncode} before it was ready")
@@ -89,4 +93,4 @@ def wait_ready(webhook: RunningWebhook) -> None:
         except OSError:
             pass
         time.sleep(0.05)
-    raise TimeoutError(f"the server was not ready within {READY_TIMEOUT:.0f} s")
+    raise TimeoutError(f"the server was not ready within {timeout:.0f} s")

@@ -33,7 +33,7 @@ IMAGES = {
     "Dockerfile.webhook": Image(
         frozenset({"webhook", "certs"}),
         "modelcache-webhook",
-        ("webhook", "certs", "fetcher/__init__.py", "fetcher/contract.py"),
+        ("webhook", "certs", "controller", "fetcher/__init__.py", "fetcher/contract.py"),
     ),
 }
 

@@ -14,10 +14,11 @@ from aiohttp import web
 
 from webhook import handlers
 from webhook.config import Settings
-from webhook.keys import METRICS, SETTINGS, TLS
+from webhook.keys import METRICS, SETTINGS, TLS, VOLUMES
 from webhook.metrics import WebhookMetrics
 from webhook.review import MAX_BODY_BYTES
 from webhook.tls import TlsReloader
+from webhook.volume_status import VolumeStatusWatcher, watch_volume_status
 
 
 def create_app(settings: Settings, *, tls: TlsReloader | None = None) -> web.Application:
@@ -26,6 +27,11 @@ def create_app(settings: Settings, *, tls: TlsReloader | None = None) -> web.App
     app[SETTINGS] = settings
     app[METRICS] = WebhookMetrics.create()
     app[TLS] = tls
+    app[VOLUMES] = None
+    if settings.volume_status:
+        watcher = VolumeStatusWatcher(settings)
+        app[VOLUMES] = watcher
+        app.cleanup_ctx.append(lambda _: watch_volume_status(watcher))
     app.router.add_post("/mutate", handlers.mutate)
     app.router.add_get("/healthz", handlers.healthz)
     app.router.add_get("/readyz", handlers.readyz)

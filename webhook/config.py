@@ -44,6 +44,13 @@ class Settings:
     s3_endpoint: str = ""
     # Accept http:// model URLs (inside a trusted network only).
     allow_http: bool = False
+    # Cache volumes per namespace: "<namespace>/<name>" of the ConfigMap the modelcache controller
+    # publishes (docs/install.md). Empty: every pod gets the PVC pvc_name, unchecked.
+    volume_status: str = ""
+    # How to reach the Kubernetes API for it: in a pod, the service account (defaults below).
+    kube_api_url: str = ""
+    kube_token_file: str = "/var/run/secrets/kubernetes.io/serviceaccount/token"  # noqa: S105 (a path)
+    kube_ca_file: str = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
     # Serving.
     host: str = "0.0.0.0"  # noqa: S104 (the apiserver reaches us through a Service)
     port: int = 9443
@@ -72,6 +79,8 @@ class Settings:
                     problems.append(f"{env}={environ[env]!r}: {err}")
         if problems:
             raise SettingsError(problems)
+        if values.get("volume_status") and not values.get("kube_api_url"):
+            values["kube_api_url"] = _in_cluster_api_url(environ)
         settings = cls(**values)  # type: ignore[arg-type]  # each reader returns its field's type
         problems = settings.problems()
         if problems:
@@ -81,6 +90,11 @@ class Settings:
     def problems(self) -> list[str]:
         """Cross-field checks (also run on settings built in code, e.g. by tests)."""
         problems: list[str] = []
+        if self.volume_status and not self.kube_api_url:
+            problems.append(
+                f"{ENV_PREFIX}VOLUME_STATUS={self.volume_status!r} needs the Kubernetes API: run the webhook in a pod, "
+                f"or set {ENV_PREFIX}KUBE_API_URL (and {ENV_PREFIX}KUBE_TOKEN_FILE, {ENV_PREFIX}KUBE_CA_FILE)"
+            )
         pairs: tuple[tuple[Literal["cpu", "memory"], str, str], ...] = (
             ("cpu", self.fetcher_cpu_request, self.fetcher_cpu_limit),
             ("memory", self.fetcher_memory_request, self.fetcher_memory_limit),
@@ -100,6 +114,21 @@ class Settings:
                     f"{request_env}={request!r} is more than {limit_env}={limit!r}; a request may not exceed its limit"
                 )
         return problems
+
+
+def _in_cluster_api_url(environ: Mapping[str, str]) -> str:
+    """The apiserver as the kubelet announces it to every pod; "" outside a cluster."""
+    host, port = environ.get("KUBERNETES_SERVICE_HOST", ""), environ.get("KUBERNETES_SERVICE_PORT", "443")
+    if not host:
+        return ""
+    return f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
+
+
+def _object_reference(value: str) -> str:
+    namespace, slash, name = value.partition("/")
+    if value and (not slash or not _DNS_SUBDOMAIN.fullmatch(namespace) or not _DNS_SUBDOMAIN.fullmatch(name)):
+        raise ValueError("expected <namespace>/<name> of a ConfigMap, such as modelcache-system/modelcache-volumes")
+    return value
 
 
 def _image(value: str) -> str:
@@ -193,6 +222,10 @@ _READERS: dict[str, Callable[[str], object]] = {
     "hf_endpoint": _url,
     "s3_endpoint": _url,
     "allow_http": _boolean,
+    "volume_status": _object_reference,
+    "kube_api_url": _url,
+    "kube_token_file": _text,
+    "kube_ca_file": _text,
     "host": _text,
     "port": _port,
     "tls_dir": _text,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from dataclasses import dataclass
@@ -13,8 +14,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from webhook.config import Settings
 from webhook.errors import DenialError, ReviewError
 from webhook.injection import decide
-from webhook.keys import METRICS, SETTINGS, TLS
+from webhook.keys import METRICS, SETTINGS, TLS, VOLUMES
 from webhook.review import AdmissionRequest, JsonObject, allowed, denied, parse_review, patched
+from webhook.volume_status import VolumeStatusWatcher
 
 log = logging.getLogger(__name__)
 _INTERNAL_ERROR = b'{"error":"internal error; see the webhook log"}'
@@ -32,8 +34,8 @@ class ReviewResult:
     detail: str = ""
 
 
-def review_admission(body: bytes, *, settings: Settings) -> ReviewResult:
-    """The whole admission decision for one request body (pure: no I/O)."""
+def review_admission(body: bytes, *, settings: Settings, volumes: VolumeStatusWatcher | None = None) -> ReviewResult:
+    """The whole admission decision for one request body (no I/O: `volumes` is read from memory)."""
     try:
         request = parse_review(body)
     except ReviewError as err:
@@ -41,7 +43,8 @@ def review_admission(body: bytes, *, settings: Settings) -> ReviewResult:
     if not request.is_pod_create or request.object is None:
         return ReviewResult(200, allowed(request.uid), "skipped", request)
     try:
-        decision = decide(request.object, settings=settings)
+        claim_for = None if volumes is None else functools.partial(volumes.claim_for, request.namespace)
+        decision = decide(request.object, settings=settings, claim_for=claim_for)
     except DenialError as err:
         return ReviewResult(200, denied(request.uid, str(err), code=err.code), "denied", request, detail=str(err))
     except ReviewError as err:
@@ -66,7 +69,7 @@ async def mutate(request: web.Request) -> web.Response:
         metrics.count("malformed")
         raise
     try:
-        result = review_admission(body, settings=request.app[SETTINGS])
+        result = review_admission(body, settings=request.app[SETTINGS], volumes=request.app[VOLUMES])
     except Exception:  # a bug: HTTP 500 so the failurePolicy decides; never a denial, never a traceback
         log.exception("internal error reviewing a pod")
         metrics.count("error")
@@ -105,10 +108,13 @@ async def healthz(_: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Readiness: only once TLS serves a valid, unexpired certificate."""
+    """Readiness: only once TLS serves a valid, unexpired certificate and the volume status is synced."""
     tls = request.app[TLS]
     if tls is None or not tls.ready:
         return web.Response(status=503, text="no valid TLS certificate loaded yet\n")
+    volumes = request.app[VOLUMES]
+    if volumes is not None and not volumes.synced:
+        return web.Response(status=503, text="the cache volume status has not been read from the API yet\n")
     return web.Response(text="ok\n")
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import posixpath
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -88,8 +89,13 @@ class PodView:
         )
 
 
-def decide(pod: JsonObject, *, settings: Settings) -> Decision:
-    """Decide what a pod CREATE gets. Raises DenialError (refuse the pod) or ReviewError (malformed)."""
+def decide(pod: JsonObject, *, settings: Settings, claim_for: Callable[[], str] | None = None) -> Decision:
+    """Decide what a pod CREATE gets. Raises DenialError (refuse the pod) or ReviewError (malformed).
+
+    `claim_for` names the cache PVC of the pod's namespace, or raises DenialError when that namespace
+    cannot get a usable one (the controller's volume status); without it, settings.pvc_name is used.
+    It is called only for pods that use the shared cache.
+    """
     view = PodView.of(pod)
     if c.MODEL_ANNOTATION not in view.annotations:
         return Decision("skipped")
@@ -100,7 +106,10 @@ def decide(pod: JsonObject, *, settings: Settings) -> Decision:
         return Decision("already_injected", key=request.key)
     opted_out_by, warnings = _opt_out(view)
     targets = _target_containers(view, request)
-    patch, env_warnings = _build_patch(view, request, targets=targets, shared=opted_out_by is None, settings=settings)
+    claim = None
+    if opted_out_by is None:
+        claim = claim_for() if claim_for is not None else settings.pvc_name
+    patch, env_warnings = _build_patch(view, request, targets=targets, claim=claim, settings=settings)
     if opted_out_by is not None:
         warnings += (
             f"modelcache: {c.OPT_OUT_ENV} is set in container {opted_out_by}: the model goes to pod-local storage",
@@ -278,10 +287,11 @@ def _target_containers(view: PodView, request: ModelRequest) -> list[int]:
 
 
 def _build_patch(
-    view: PodView, request: ModelRequest, *, targets: list[int], shared: bool, settings: Settings
+    view: PodView, request: ModelRequest, *, targets: list[int], claim: str | None, settings: Settings
 ) -> tuple[list[PatchOp], tuple[str, ...]]:
     ops: list[PatchOp] = []
     warnings: list[str] = []
+    shared = claim is not None
     if shared:
         labels = view.metadata.get("labels")
         label_path = "/metadata/labels/" + _escape(c.MODEL_KEY_LABEL)
@@ -289,7 +299,7 @@ def _build_patch(
             ops.append({"op": "add", "path": "/metadata/labels", "value": {c.MODEL_KEY_LABEL: request.key}})
         elif labels.get(c.MODEL_KEY_LABEL) != request.key:
             ops.append({"op": "add", "path": label_path, "value": request.key})
-    ops += _append("/spec/volumes", view.spec.get("volumes"), _volumes(shared, settings))
+    ops += _append("/spec/volumes", view.spec.get("volumes"), _volumes(claim, settings))
     mount = {"name": c.CACHE_VOLUME_NAME, "mountPath": request.mount_path, "readOnly": True}
     app_env = _app_env(request)
     for index in targets:
@@ -309,10 +319,10 @@ def _build_patch(
     return ops, tuple(warnings)
 
 
-def _volumes(shared: bool, settings: Settings) -> list[JsonObject]:
+def _volumes(claim: str | None, settings: Settings) -> list[JsonObject]:
     cache: JsonObject = {"name": c.CACHE_VOLUME_NAME}
-    if shared:
-        cache["persistentVolumeClaim"] = {"claimName": settings.pvc_name}
+    if claim is not None:
+        cache["persistentVolumeClaim"] = {"claimName": claim}
     else:
         cache["emptyDir"] = {"sizeLimit": settings.pod_local_size_limit}
     scratch = {"name": c.SCRATCH_VOLUME_NAME, "emptyDir": {"sizeLimit": settings.scratch_size_limit}}

@@ -1,0 +1,161 @@
+"""Entry point of the modelcache controller: cache volumes per namespace and the webhook's certificates.
+
+Every replica watches; only the holder of the Lease acts. The loop wakes when a modelcache pod is
+created (so a pod waiting for its namespace's PVC is served within a second or two) or a cache PVC
+changes (an operator's new PVC is admitted at once), and otherwise every
+``resync_every``, which is also the heartbeat of the status document the webhook reads.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import FrameType
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError
+
+from certs.cluster import reconcile_certificates
+from controller import kube
+from controller.config import ControllerSettings, ControllerSettingsError
+from controller.leader import LeaderElector
+from controller.volumes import plan_volumes
+from webhook.logs import configure_logging
+
+log = logging.getLogger("controller")
+LEASE_DURATION = timedelta(seconds=15)
+RENEW_EVERY = 5.0  # seconds; a third of the lease
+HEALTH_PORT = 8081
+_API_ERRORS = (ApiException, HTTPError, OSError)
+
+
+class Controller:
+    """The reconcile loop; `step` is one pass, `run` repeats it until told to stop."""
+
+    def __init__(self, api: client.ApiClient, settings: ControllerSettings) -> None:
+        self.api, self.settings = api, settings
+        self.elector = LeaderElector(
+            api,
+            namespace=settings.namespace,
+            name=settings.lease_name,
+            identity=settings.identity,
+            duration=LEASE_DURATION,
+        )
+        self.wake = threading.Event()
+        self.alive_at = time.monotonic()
+        self._next_volumes = self._next_certificates = datetime.min.replace(tzinfo=UTC)
+
+    def run(self, stop: threading.Event) -> None:
+        for watcher in kube.watch_changes(self.api, self.settings, timeout_seconds=300):
+            threading.Thread(target=self._wake_on, args=(watcher, stop), name=watcher.__name__, daemon=True).start()
+        while not stop.is_set():
+            self.step(datetime.now(UTC))
+            self.wake.wait(timeout=RENEW_EVERY)
+        self.elector.release()
+
+    def step(self, now: datetime) -> None:
+        self.alive_at = time.monotonic()
+        if not self.elector.try_lead(now):
+            return
+        if self.settings.manage_certificates and now >= self._next_certificates:
+            self._next_certificates = now + self.settings.certificate_check_every
+            try:
+                reconcile_certificates(
+                    self.api,
+                    namespace=self.settings.namespace,
+                    service=self.settings.service_name,
+                    tls_secret=self.settings.tls_secret,
+                    ca_secret=self.settings.ca_secret,
+                    webhook_configuration=self.settings.webhook_configuration,
+                    now=now,
+                )
+            except (*_API_ERRORS, LookupError) as err:
+                log.error("certificates: %s; retrying in a minute", err)
+                self._next_certificates = now + timedelta(minutes=1)
+        if self.wake.is_set() or now >= self._next_volumes:
+            self.wake.clear()
+            self._next_volumes = now + self.settings.resync_every
+            try:
+                self.reconcile_volumes(now)
+            except _API_ERRORS as err:
+                log.error("volumes: %s; retrying in %d s", err, RENEW_EVERY)
+                self._next_volumes = now + timedelta(seconds=RENEW_EVERY)
+
+    def reconcile_volumes(self, now: datetime) -> None:
+        plan = plan_volumes(kube.observe_volumes(self.api, self.settings), self.settings, now=now)
+        for action in plan.actions:
+            kube.apply_action(self.api, action)
+        kube.write_status(self.api, self.settings, plan.status)
+        if plan.status.problem:
+            log.error("volumes: %s", plan.status.problem)
+        for namespace, entry in plan.status.namespaces.items():
+            if entry.state == "error":
+                log.error("volumes: namespace %s: %s", namespace, entry.message, extra={"namespace": namespace})
+
+    def _wake_on(self, watcher: kube.Watcher, stop: threading.Event) -> None:
+        """Wake the loop on each event of `watcher`; the watch restarts every few minutes."""
+        while not stop.is_set():
+            try:
+                for _ in watcher():
+                    self.wake.set()
+            except _API_ERRORS as err:
+                log.warning("watch %s: %s; restarting it", watcher.__name__, err)
+                stop.wait(timeout=RENEW_EVERY)
+
+
+def _serve_health(controller: Controller) -> ThreadingHTTPServer:
+    """GET /healthz: 200 while the loop has turned in the last minute."""
+
+    class Health(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            healthy = self.path == "/healthz" and time.monotonic() - controller.alive_at < 60
+            self.send_response(200 if healthy else 503)
+            self.end_headers()
+            self.wfile.write(b"ok\n" if healthy else b"stuck\n")
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("0.0.0.0", HEALTH_PORT), Health)  # noqa: S104 (the kubelet probes the pod IP)
+    threading.Thread(target=server.serve_forever, name="health", daemon=True).start()
+    return server
+
+
+def main() -> int:
+    try:
+        settings = ControllerSettings.from_env(os.environ)
+    except ControllerSettingsError as err:
+        print(err, file=sys.stderr)  # noqa: T201 (logging is not configured yet)
+        return 2
+    configure_logging(fmt=settings.log_format, level=settings.log_level)
+    controller = Controller(kube.connect(), settings)
+    stop = threading.Event()
+
+    def on_term(signum: int, _: FrameType | None) -> None:
+        log.info("signal %d: releasing the lease and stopping", signum)
+        stop.set()
+        controller.wake.set()
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    _serve_health(controller)
+    log.info(
+        "modelcache controller %s: volumes %s (claim %s), certificates %s",
+        settings.identity,
+        settings.volume_mode,
+        settings.claim_name,
+        "managed" if settings.manage_certificates else "external",
+    )
+    controller.run(stop)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

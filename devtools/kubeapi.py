@@ -1,0 +1,371 @@
+"""A Kubernetes API stand-in on loopback, for tests where no real apiserver is available.
+
+It speaks the REST protocol the official client and our webhook's watcher use: GET (one object, lists
+with label and field selectors, watch streams), POST, PUT with resourceVersion conflicts, PATCH
+(JSON Patch, JSON merge patch) and DELETE, with the apiserver's Status bodies and codes. Every object
+written is validated against the Kubernetes 1.30 schema (kubernetes-validate, strict), and a merge
+patch sent as JSON Patch is refused as the apiserver refuses it. No controllers run inside: a test
+plays the PV controller by calling :meth:`KubeApi.set_status`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import itertools
+import json
+import threading
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import jsonpatch
+import kubernetes_validate
+from aiohttp import web
+
+JsonObject = dict[str, Any]
+SCHEMA_VERSION = "1.30.0"
+
+
+@dataclass(frozen=True)
+class Resource:
+    kind: str
+    api_version: str
+    namespaced: bool
+
+
+RESOURCES = {
+    ("", "pods"): Resource("Pod", "v1", True),
+    ("", "persistentvolumeclaims"): Resource("PersistentVolumeClaim", "v1", True),
+    ("", "persistentvolumes"): Resource("PersistentVolume", "v1", False),
+    ("", "configmaps"): Resource("ConfigMap", "v1", True),
+    ("", "secrets"): Resource("Secret", "v1", True),
+    ("", "namespaces"): Resource("Namespace", "v1", False),
+    ("storage.k8s.io", "storageclasses"): Resource("StorageClass", "storage.k8s.io/v1", False),
+    ("coordination.k8s.io", "leases"): Resource("Lease", "coordination.k8s.io/v1", True),
+    ("admissionregistration.k8s.io", "mutatingwebhookconfigurations"): Resource(
+        "MutatingWebhookConfiguration", "admissionregistration.k8s.io/v1", False
+    ),
+}
+_KINDS = {r.kind: (group, plural) for (group, plural), r in RESOURCES.items()}
+
+
+class ApiError(Exception):
+    def __init__(self, code: int, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.code, self.reason, self.message = code, reason, message
+
+    def status(self) -> JsonObject:
+        return {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.message,
+            "reason": self.reason,
+            "code": self.code,
+        }
+
+
+class KubeApi:
+    """The stand-in. Use as a context manager; `url` and `token` configure a client."""
+
+    def __init__(self, *, token: str = "test-token") -> None:  # noqa: S107 (a test credential)
+        self.token = token
+        self.url = ""
+        self.requests: list[tuple[str, str]] = []  # (method, path) of every request
+        self._objects: dict[tuple[str, str, str, str], JsonObject] = {}  # (group, plural, namespace, name)
+        self._events: list[tuple[int, str, str, str, JsonObject]] = []  # (rv, type, group, plural, object)
+        self._version = itertools.count(1000)
+        self._lock = threading.Lock()
+        self._changed: asyncio.Condition | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
+        self._closing = False
+
+    # --- lifecycle ----------------------------------------------------------------------------------
+    def __enter__(self) -> KubeApi:
+        started = threading.Event()
+
+        def run() -> None:
+            self._loop = asyncio.new_event_loop()
+            self._loop.run_until_complete(self._start())
+            started.set()
+            self._loop.run_forever()
+
+        threading.Thread(target=run, name="kube-api", daemon=True).start()
+        if not started.wait(30):
+            raise RuntimeError("the API stand-in did not start")
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._closing = True  # open watches end, so that shutdown does not wait for their timeouts
+        self._notify()
+        if self._loop is not None and self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(30)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+
+    async def _start(self) -> None:
+        self._changed = asyncio.Condition()
+        app = web.Application()
+        app.router.add_route("*", "/{path:.*}", self._handle)
+        self._runner = web.AppRunner(app, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self.url = f"http://127.0.0.1:{port}"
+
+    def client(self) -> Any:
+        """An official-client ApiClient pointed at the stand-in with its bearer token."""
+        from kubernetes import client  # only the controller's tests need the official client
+
+        configuration = client.Configuration(host=self.url, api_key={"authorization": f"Bearer {self.token}"})
+        return client.ApiClient(configuration)
+
+    # --- direct access for tests (the cluster's own controllers) ------------------------------------
+    def create(self, obj: JsonObject) -> JsonObject:
+        group, plural = _KINDS[obj["kind"]]
+        namespace = obj["metadata"].get("namespace", "")
+        return self._create(group, plural, namespace, copy.deepcopy(obj))
+
+    def get(self, kind: str, name: str, namespace: str = "") -> JsonObject | None:
+        group, plural = _KINDS[kind]
+        with self._lock:
+            found = self._objects.get((group, plural, namespace, name))
+            return copy.deepcopy(found) if found else None
+
+    def list(self, kind: str) -> list[JsonObject]:
+        group, plural = _KINDS[kind]
+        with self._lock:
+            return [copy.deepcopy(o) for (g, p, _, _), o in sorted(self._objects.items()) if (g, p) == (group, plural)]
+
+    def set_status(self, kind: str, name: str, status: JsonObject, *, namespace: str = "", **spec: Any) -> None:
+        """What a controller of the cluster would do (bind a PVC, run a pod): set status and spec fields."""
+        group, plural = _KINDS[kind]
+        with self._lock:
+            obj = copy.deepcopy(self._objects[group, plural, namespace, name])
+        obj["status"] = status
+        obj["spec"].update(spec)
+        self._store(group, plural, namespace, obj, "MODIFIED")
+
+    def delete(self, kind: str, name: str, namespace: str = "") -> None:
+        group, plural = _KINDS[kind]
+        self._delete(group, plural, namespace, name)
+
+    # --- the store ----------------------------------------------------------------------------------
+    def _create(self, group: str, plural: str, namespace: str, obj: JsonObject) -> JsonObject:
+        resource = RESOURCES[group, plural]
+        metadata = obj.setdefault("metadata", {})
+        if "generateName" in metadata and "name" not in metadata:
+            metadata["name"] = metadata["generateName"] + uuid.uuid4().hex[:5]
+        name = metadata.get("name", "")
+        if resource.namespaced:
+            metadata["namespace"] = namespace
+        with self._lock:
+            if (group, plural, namespace, name) in self._objects:
+                raise ApiError(409, "AlreadyExists", f'{plural} "{name}" already exists')
+        metadata.update(uid=str(uuid.uuid4()), creationTimestamp=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+        obj.setdefault("apiVersion", resource.api_version)
+        obj.setdefault("kind", resource.kind)
+        return self._store(group, plural, namespace, obj, "ADDED")
+
+    def _store(self, group: str, plural: str, namespace: str, obj: JsonObject, event: str) -> JsonObject:
+        _validate(obj)
+        with self._lock:
+            version = next(self._version)
+            obj["metadata"]["resourceVersion"] = str(version)
+            self._objects[group, plural, namespace, obj["metadata"]["name"]] = obj
+            self._events.append((version, event, group, plural, copy.deepcopy(obj)))
+        self._notify()
+        return copy.deepcopy(obj)
+
+    def _delete(self, group: str, plural: str, namespace: str, name: str) -> JsonObject:
+        with self._lock:
+            obj = self._objects.pop((group, plural, namespace, name), None)
+            if obj is None:
+                raise ApiError(404, "NotFound", f'{plural} "{name}" not found')
+            version = next(self._version)
+            self._events.append((version, "DELETED", group, plural, copy.deepcopy(obj)))
+        self._notify()
+        return obj
+
+    def _notify(self) -> None:
+        if self._loop is None or self._changed is None:
+            return
+        changed = self._changed
+
+        async def wake() -> None:
+            async with changed:
+                changed.notify_all()
+
+        asyncio.run_coroutine_threadsafe(wake(), self._loop)
+
+    # --- HTTP ---------------------------------------------------------------------------------------
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        self.requests.append((request.method, request.path))
+        if request.headers.get("Authorization") != f"Bearer {self.token}":
+            return web.json_response(ApiError(401, "Unauthorized", "Unauthorized").status(), status=401)
+        try:
+            group, plural, namespace, name = _route(request.path)
+            if request.method == "GET" and not name:
+                if request.query.get("watch") in ("1", "t", "T", "true", "TRUE", "True"):  # Go strconv.ParseBool
+                    return await self._watch(request, group, plural, namespace)
+                return web.json_response(self._list(request, group, plural, namespace))
+            body = await self._dispatch(request, group, plural, namespace, name)
+            status = 201 if request.method == "POST" else 200
+            return web.json_response(body, status=status)
+        except ApiError as err:
+            return web.json_response(err.status(), status=err.code)
+
+    async def _dispatch(self, request: web.Request, group: str, plural: str, namespace: str, name: str) -> JsonObject:
+        key = (group, plural, namespace, name)
+        if request.method == "POST":
+            return self._create(group, plural, namespace, await request.json())
+        if request.method == "DELETE":
+            return self._delete(group, plural, namespace, name)
+        with self._lock:
+            current = copy.deepcopy(self._objects.get(key))
+        if current is None:
+            raise ApiError(404, "NotFound", f'{plural} "{name}" not found')
+        if request.method == "GET":
+            return current
+        if request.method == "PUT":
+            obj = await request.json()
+            sent = obj.get("metadata", {}).get("resourceVersion")
+            if sent and sent != current["metadata"]["resourceVersion"]:
+                raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on {plural} "{name}": modified')
+            obj["metadata"].update(
+                uid=current["metadata"]["uid"], creationTimestamp=current["metadata"]["creationTimestamp"]
+            )
+            return self._store(group, plural, namespace, obj, "MODIFIED")
+        if request.method == "PATCH":
+            return self._store(group, plural, namespace, _patched(current, request, await request.json()), "MODIFIED")
+        raise ApiError(405, "MethodNotAllowed", f"{request.method} is not supported")
+
+    def _list(self, request: web.Request, group: str, plural: str, namespace: str) -> JsonObject:
+        resource = RESOURCES[group, plural]
+        with self._lock:
+            items = [
+                copy.deepcopy(obj)
+                for (g, p, ns, _), obj in sorted(self._objects.items())
+                if (g, p) == (group, plural) and (not namespace or ns == namespace) and _selected(request, obj)
+            ]
+            version = str(next(self._version))
+        return {
+            "kind": f"{resource.kind}List",
+            "apiVersion": resource.api_version,
+            "metadata": {"resourceVersion": version},
+            "items": items,
+        }
+
+    async def _watch(self, request: web.Request, group: str, plural: str, namespace: str) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        since = int(request.query.get("resourceVersion") or 0)
+        if not since:  # no version: the current state as ADDED events first, as the apiserver does
+            for obj in self._list(request, group, plural, namespace)["items"]:
+                await response.write(json.dumps({"type": "ADDED", "object": obj}).encode() + b"\n")
+            since = next(self._version)
+        timeout = float(request.query.get("timeoutSeconds", 60))
+        deadline = asyncio.get_running_loop().time() + timeout
+        if self._changed is None:
+            raise RuntimeError("the stand-in is not running")
+        while (left := deadline - asyncio.get_running_loop().time()) > 0 and not self._closing:
+            with self._lock:
+                pending = [e for e in self._events if e[0] > since and (e[2], e[3]) == (group, plural)]
+            for version, kind, _, _, obj in pending:
+                since = version
+                if (not namespace or obj["metadata"].get("namespace") == namespace) and _selected(request, obj):
+                    await response.write(json.dumps({"type": kind, "object": obj}).encode() + b"\n")
+            async with self._changed:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), timeout=min(left, 1.0))
+        await response.write_eof()
+        return response
+
+
+def _route(path: str) -> tuple[str, str, str, str]:
+    """/api/v1/... or /apis/<group>/<version>/... -> (group, plural, namespace, name)."""
+    parts = [p for p in path.split("/") if p]
+    if parts[:2] == ["api", "v1"]:
+        group, rest = "", parts[2:]
+    elif parts[:1] == ["apis"] and len(parts) >= 3:
+        group, rest = parts[1], parts[3:]
+    else:
+        raise ApiError(404, "NotFound", f"no API at {path}")
+    namespace = ""
+    if len(rest) >= 3 and rest[0] == "namespaces":
+        namespace, rest = rest[1], rest[2:]
+    if rest and rest[-1] == "status" and len(rest) == 3:
+        rest = rest[:2]
+    if not rest or (group, rest[0]) not in RESOURCES or len(rest) > 2:
+        raise ApiError(404, "NotFound", f"the stand-in does not serve {path}")
+    return group, rest[0], namespace, rest[1] if len(rest) == 2 else ""
+
+
+def _selected(request: web.Request, obj: JsonObject) -> bool:
+    labels = obj["metadata"].get("labels") or {}
+    for term in filter(None, request.query.get("labelSelector", "").split(",")):
+        if "!=" in term:
+            key, value = term.split("!=", 1)
+            if labels.get(key) == value:
+                return False
+        elif "=" in term:
+            key, value = term.split("=", 1)
+            if labels.get(key) != value.lstrip("="):
+                return False
+        elif term.startswith("!"):
+            if term[1:] in labels:
+                return False
+        elif term not in labels:
+            return False
+    for term in filter(None, request.query.get("fieldSelector", "").split(",")):
+        negate = "!=" in term
+        path, value = term.split("!=" if negate else "=", 1)
+        found: Any = obj
+        for part in path.split("."):
+            found = found.get(part, "") if isinstance(found, dict) else ""
+        if (found == value.lstrip("=")) == negate:
+            return False
+    return True
+
+
+def _patched(current: JsonObject, request: web.Request, patch: Any) -> JsonObject:
+    content_type = request.content_type
+    if content_type == "application/json-patch+json":
+        if not isinstance(patch, list):
+            raise ApiError(
+                400, "BadRequest", "json: cannot unmarshal object into Go value of type []handlers.jsonPatchOp"
+            )
+        try:
+            result: JsonObject = jsonpatch.apply_patch(current, patch)
+        except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as err:
+            raise ApiError(422, "Invalid", f"the JSON Patch does not apply: {err}") from err
+        return result
+    if content_type in ("application/merge-patch+json", "application/strategic-merge-patch+json"):
+        merged: JsonObject = _merge(current, patch)
+        return merged
+    raise ApiError(415, "UnsupportedMediaType", f"the body of the request was in an unknown format - {content_type}")
+
+
+def _merge(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch."""
+    if not isinstance(patch, dict):
+        return patch
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = _merge(result.get(key), value)
+    return result
+
+
+def _validate(obj: JsonObject) -> None:
+    try:
+        kubernetes_validate.validate(obj, SCHEMA_VERSION, strict=True)
+    except kubernetes_validate.ValidationError as err:
+        raise ApiError(422, "Invalid", f"{obj.get('kind')} {obj['metadata'].get('name')!r} is invalid: {err}") from err

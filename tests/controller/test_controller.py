@@ -1,0 +1,299 @@
+"""The controller's loop against the Kubernetes API stand-in: lease, cache volumes, certificates, status.
+
+The stand-in validates every object against the 1.30 schema and answers like the apiserver (conflicts,
+404s, patch content types). The test plays the cluster's own controllers where needed (binding a PVC).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+
+from controller.__main__ import Controller
+from controller.config import ControllerSettings
+from controller.status import STATUS_CONFIGMAP, STATUS_KEY, VolumeStatus
+from controller.volumes import clone_volume_name
+from devtools.kubeapi import KubeApi
+
+NS = "modelcache-system"
+
+
+@pytest.fixture
+def api() -> Iterator[KubeApi]:
+    with KubeApi() as server:
+        server.create(
+            {
+                "apiVersion": "storage.k8s.io/v1",
+                "kind": "StorageClass",
+                "metadata": {"name": "nfs-client"},
+                "provisioner": "cluster.local/nfs-subdir-external-provisioner",
+            }
+        )
+        server.create(
+            {
+                "apiVersion": "admissionregistration.k8s.io/v1",
+                "kind": "MutatingWebhookConfiguration",
+                "metadata": {"name": "modelcache-webhook"},
+                "webhooks": [
+                    {
+                        "name": "inject.modelcache.io",
+                        "admissionReviewVersions": ["v1"],
+                        "sideEffects": "None",
+                        "clientConfig": {"service": {"name": "modelcache-webhook", "namespace": NS, "path": "/mutate"}},
+                    }
+                ],
+            }
+        )
+        yield server
+
+
+def model_pod(api: KubeApi, namespace: str, name: str = "llm-0") -> None:
+    api.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "namespace": namespace, "labels": {"modelcache.io/model-key": "org-m-1234"}},
+            "spec": {"containers": [{"name": "app", "image": "vllm/vllm-openai:v0.11.0"}]},
+        }
+    )
+
+
+def controller(api: KubeApi, identity: str = "replica-a", **overrides: Any) -> Controller:
+    settings = ControllerSettings(identity=identity, **overrides)
+    return Controller(api.client(), settings)
+
+
+def leads(replica: Controller) -> bool:
+    return replica.elector.is_leader
+
+
+def status(api: KubeApi) -> VolumeStatus:
+    configmap = api.get("ConfigMap", STATUS_CONFIGMAP, NS)
+    assert configmap is not None
+    return VolumeStatus.from_json(configmap["data"][STATUS_KEY])
+
+
+def bind(api: KubeApi, namespace: str, volume: str) -> None:
+    api.set_status("PersistentVolumeClaim", "modelcache", {"phase": "Bound"}, namespace=namespace, volumeName=volume)
+
+
+def wait_for(what: str, condition: Callable[[], object], seconds: float = 15) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_only_the_lease_holder_acts_and_a_released_lease_passes_at_once(api: KubeApi) -> None:
+    model_pod(api, "team-a")
+    first = controller(api, "replica-a", volume_mode="provision", storage_class="nfs-client", manage_certificates=False)
+    second = controller(
+        api, "replica-b", volume_mode="provision", storage_class="nfs-client", manage_certificates=False
+    )
+    now = datetime.now(UTC)
+    first.step(now)
+    writes = [r for r in api.requests if r[0] in ("POST", "PUT", "PATCH") and "leases" not in r[1]]
+    assert writes  # the leader created the PVC and the status
+    second.step(now)
+    assert [r for r in api.requests if r[0] in ("POST", "PUT", "PATCH") and "leases" not in r[1]] == writes
+    assert (leads(first), leads(second)) == (True, False)
+    lease = api.get("Lease", "modelcache-controller", NS)
+    assert lease is not None
+    assert lease["spec"]["holderIdentity"] == "replica-a"
+    first.elector.release()
+    second.step(now)
+    assert leads(second)
+
+
+def test_an_expired_lease_is_taken_over_and_the_old_holder_stands_down(api: KubeApi) -> None:
+    first = controller(api, "replica-a", manage_certificates=False)
+    second = controller(api, "replica-b", manage_certificates=False)
+    start = datetime.now(UTC)
+    first.step(start)
+    second.step(start + timedelta(seconds=5))
+    assert not leads(second)  # still valid
+    second.step(start + timedelta(seconds=20))  # first stopped renewing: 15 s lease expired
+    assert leads(second)
+    first.step(start + timedelta(seconds=21))
+    assert not leads(first)
+
+
+def test_clone_mode_from_first_pod_to_a_ready_namespace(api: KubeApi) -> None:
+    loop = controller(api, volume_mode="clone", storage_class="nfs-client", manage_certificates=False)
+    model_pod(api, "team-a")
+    loop.step(datetime.now(UTC))
+    shared = api.get("PersistentVolumeClaim", "modelcache", NS)
+    assert shared is not None
+    assert shared["spec"]["storageClassName"] == "nfs-client"
+    assert status(api).namespaces["team-a"].state == "pending"
+    # The cluster's provisioner binds the shared PVC to an NFS volume.
+    api.create(
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {"name": "pvc-7f3a"},
+            "spec": {
+                "capacity": {"storage": "100Gi"},
+                "accessModes": ["ReadWriteMany"],
+                "nfs": {"server": "10.0.0.5", "path": "/exports/modelcache"},
+                "storageClassName": "nfs-client",
+                "persistentVolumeReclaimPolicy": "Delete",
+            },
+        }
+    )
+    bind(api, NS, "pvc-7f3a")
+    loop.wake.set()
+    loop.step(datetime.now(UTC))
+    copy_name = clone_volume_name("modelcache", "team-a")
+    copy = api.get("PersistentVolume", copy_name)
+    claim = api.get("PersistentVolumeClaim", "modelcache", "team-a")
+    assert copy is not None
+    assert claim is not None
+    assert copy["spec"]["nfs"] == {"server": "10.0.0.5", "path": "/exports/modelcache"}
+    assert claim["spec"]["volumeName"] == copy_name
+    bind(api, "team-a", copy_name)
+    loop.wake.set()
+    loop.step(datetime.now(UTC))
+    assert status(api).claim_for("team-a", now=datetime.now(UTC)) == "modelcache"
+    # The namespace goes away: its PVC with it; the copy is Released and removed, the NFS files untouched.
+    api.delete("PersistentVolumeClaim", "modelcache", "team-a")
+    api.delete("Pod", "llm-0", "team-a")
+    api.set_status("PersistentVolume", copy_name, {"phase": "Released"})
+    loop.wake.set()
+    loop.step(datetime.now(UTC))
+    assert api.get("PersistentVolume", copy_name) is None
+    assert api.get("PersistentVolume", "pvc-7f3a") is not None
+
+
+def test_a_new_model_pod_wakes_the_running_controller(api: KubeApi) -> None:
+    # Resync in an hour: only the pod watch can make it act in time.
+    loop = controller(
+        api,
+        volume_mode="provision",
+        storage_class="nfs-client",
+        manage_certificates=False,
+        resync_every=timedelta(hours=1),
+    )
+    stop = threading.Event()
+    runner = threading.Thread(target=loop.run, args=(stop,), daemon=True)
+    runner.start()
+    try:
+        wait_for("the first pass", lambda: api.get("ConfigMap", STATUS_CONFIGMAP, NS))
+        model_pod(api, "team-b")
+        wait_for("the PVC in team-b", lambda: api.get("PersistentVolumeClaim", "modelcache", "team-b"))
+    finally:
+        stop.set()
+        loop.wake.set()
+        runner.join(timeout=30)
+    lease = api.get("Lease", "modelcache-controller", NS)
+    assert lease is not None
+    assert lease["spec"].get("holderIdentity") is None
+
+
+def served_certificates(api: KubeApi) -> tuple[x509.Certificate, list[x509.Certificate]]:
+    secret = api.get("Secret", "modelcache-webhook-tls", NS)
+    configuration = api.get("MutatingWebhookConfiguration", "modelcache-webhook")
+    assert secret is not None
+    assert configuration is not None
+    serving = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["tls.crt"]))
+    bundle = base64.b64decode(configuration["webhooks"][0]["clientConfig"]["caBundle"])
+    return serving, x509.load_pem_x509_certificates(bundle)
+
+
+def trusted(serving: x509.Certificate, bundle: list[x509.Certificate]) -> bool:
+    for ca in bundle:
+        try:
+            serving.verify_directly_issued_by(ca)
+        except (ValueError, TypeError, InvalidSignature):
+            continue  # signed by another CA of the bundle
+        return True
+    return False
+
+
+def test_certificates_are_issued_published_and_rotated_with_an_overlap(api: KubeApi) -> None:
+    loop = controller(api)
+    start = datetime.now(UTC)
+    loop.step(start)
+    serving, bundle = served_certificates(api)
+    assert trusted(serving, bundle)
+    assert "modelcache-webhook.modelcache-system.svc" in serving.extensions.get_extension_for_class(
+        x509.SubjectAlternativeName
+    ).value.get_values_for_type(x509.DNSName)
+    ca_secret = api.get("Secret", "modelcache-ca", NS)
+    tls_secret = api.get("Secret", "modelcache-webhook-tls", NS)
+    assert ca_secret is not None
+    assert tls_secret is not None
+    assert "ca.key" in ca_secret["data"]
+    assert "ca.key" not in tls_secret["data"]
+    assert tls_secret["type"] == "kubernetes.io/tls"
+
+    def secret_writes() -> int:
+        return len([r for r in api.requests if r[0] != "GET" and ("secrets" in r[1] or "webhookconfig" in r[1])])
+
+    writes = secret_writes()
+    loop._next_certificates = start
+    loop.step(start + timedelta(seconds=1))
+    assert secret_writes() == writes  # nothing due: nothing written
+    # Four years on the CA is due: a new CA joins the bundle, serving stays on the old one.
+    later = start + timedelta(days=4 * 365)
+    loop._next_certificates = later
+    loop.step(later)
+    serving_1, bundle_1 = served_certificates(api)
+    assert len(bundle_1) == 2
+    assert trusted(serving_1, bundle_1)
+    assert serving_1 == serving
+    # A restart right away must not move the serving certificate before the overlap has passed.
+    loop._next_certificates = later
+    loop.step(later + timedelta(seconds=30))
+    assert served_certificates(api)[0] == serving
+    # After the overlap, serving moves to the new CA; both CAs stay published while the old one is valid.
+    loop._next_certificates = later
+    loop.step(later + timedelta(minutes=10))
+    serving_2, bundle_2 = served_certificates(api)
+    assert serving_2 != serving
+    assert trusted(serving_2, [bundle_2[0]])
+    assert len(bundle_2) == 2
+
+
+def test_the_status_document_is_what_the_webhook_reads(api: KubeApi) -> None:
+    loop = controller(api, volume_mode="existing", manage_certificates=False)
+    model_pod(api, "team-a")
+    loop.step(datetime.now(UTC))
+    document = json.loads(api.get("ConfigMap", STATUS_CONFIGMAP, NS)["data"][STATUS_KEY])  # type: ignore[index]
+    assert document["mode"] == "existing"
+    assert document["claim"] == "modelcache"
+
+
+def test_an_operators_new_pvc_is_reported_ready_without_waiting_for_the_resync(api: KubeApi) -> None:
+    loop = controller(api, volume_mode="existing", manage_certificates=False, resync_every=timedelta(hours=1))
+    stop = threading.Event()
+    runner = threading.Thread(target=loop.run, args=(stop,), daemon=True)
+    runner.start()
+    try:
+        wait_for("the first pass", lambda: api.get("ConfigMap", STATUS_CONFIGMAP, NS))
+        api.create(
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "metadata": {"name": "modelcache", "namespace": "team-c"},
+                "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Ti"}}},
+            }
+        )
+        bind(api, "team-c", "pv-team-c")
+        wait_for(
+            "team-c ready",
+            lambda: "team-c" in status(api).namespaces and status(api).namespaces["team-c"].state == "ready",
+        )
+    finally:
+        stop.set()
+        loop.wake.set()
+        runner.join(timeout=30)

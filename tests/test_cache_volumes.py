@@ -1,0 +1,163 @@
+"""Cache volumes end to end without a cluster: the real webhook process reads the volume status that the
+real controller loop publishes through the Kubernetes API stand-in, and admits or denies pods by it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from controller.__main__ import Controller
+from controller.config import ControllerSettings
+from devtools.admission import admission_review
+from devtools.kubeapi import KubeApi
+from devtools.webhook_process import RunningWebhook, run_webhook
+from webhook.review import decode_patch
+
+NS = "modelcache-system"
+POD: dict[str, Any] = {
+    "apiVersion": "v1",
+    "kind": "Pod",
+    "metadata": {"generateName": "llm-", "annotations": {"modelcache.io/model": "hf://org/model@main"}},
+    "spec": {"containers": [{"name": "app", "image": "vllm/vllm-openai:v0.11.0"}]},
+}
+OPTED_OUT = json.loads(json.dumps(POD))
+OPTED_OUT["spec"]["containers"][0]["env"] = [{"name": "AIOLI_DISABLE_MODEL_CACHE", "value": "true"}]
+
+
+@pytest.fixture
+def api() -> Iterator[KubeApi]:
+    with KubeApi() as server:
+        yield server
+
+
+@pytest.fixture
+def webhook(api: KubeApi, tmp_path: Path) -> Iterator[RunningWebhook]:
+    token = tmp_path / "token"
+    token.write_text(api.token)
+    env = {
+        "MODELCACHE_VOLUME_STATUS": f"{NS}/modelcache-volumes",
+        "MODELCACHE_KUBE_API_URL": api.url,
+        "MODELCACHE_KUBE_TOKEN_FILE": str(token),
+    }
+    with run_webhook(tmp_path, env=env, log_file=tmp_path / "webhook.log") as running:
+        yield running
+
+
+def review(webhook: RunningWebhook, pod: dict[str, Any], namespace: str) -> dict[str, Any]:
+    request = urllib.request.Request(
+        webhook.url + "/mutate",
+        data=json.dumps(admission_review(pod, namespace)).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, context=webhook.client_context(), timeout=5) as response:
+        answer: dict[str, Any] = json.loads(response.read())["response"]
+    return answer
+
+
+def review_until(
+    webhook: RunningWebhook, pod: dict[str, Any], namespace: str, wanted: Callable[[dict[str, Any]], bool]
+) -> dict[str, Any]:
+    """Review until the answer is the wanted one: the webhook sees a new status within a watch event."""
+    deadline = time.monotonic() + 15
+    while not wanted(answer := review(webhook, pod, namespace)):
+        assert time.monotonic() < deadline, f"the webhook kept answering {answer}"
+        time.sleep(0.05)
+    return answer
+
+
+def allowed(answer: dict[str, Any]) -> bool:
+    return bool(answer["allowed"])
+
+
+def denied_with(fragment: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda answer: not answer["allowed"] and fragment in answer["status"]["message"]
+
+
+def claim_of(answer: dict[str, Any]) -> str | None:
+    for op in decode_patch({"response": answer}):
+        for volume in op["value"] if op["path"] == "/spec/volumes" else [op["value"]]:
+            if isinstance(volume, dict) and volume.get("name") == "modelcache":
+                return volume.get("persistentVolumeClaim", {}).get("claimName")
+    return None
+
+
+def controller(api: KubeApi, **settings: Any) -> Controller:
+    return Controller(api.client(), ControllerSettings(identity="test", manage_certificates=False, **settings))
+
+
+def test_before_the_controller_reports_annotated_pods_are_denied_and_opted_out_pods_are_not(
+    webhook: RunningWebhook,
+) -> None:
+    answer = review(webhook, POD, "team-a")
+    assert answer["allowed"] is False
+    assert "controller has not published the cache volume status" in answer["status"]["message"]
+    assert review(webhook, OPTED_OUT, "team-a")["allowed"] is True
+
+
+def test_existing_volumes_deny_until_the_pvc_exists_then_mount_it(api: KubeApi, webhook: RunningWebhook) -> None:
+    loop = controller(api, volume_mode="existing", claim_name="models-cache")
+    loop.step(datetime.now(UTC))
+    denial = review_until(webhook, POD, "team-a", denied_with("no PersistentVolumeClaim"))
+    assert "Create a ReadWriteMany PVC named models-cache in team-a" in denial["status"]["message"]
+    api.create(
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "models-cache", "namespace": "team-a"},
+            "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Ti"}}},
+        }
+    )
+    api.set_status("PersistentVolumeClaim", "models-cache", {"phase": "Bound"}, namespace="team-a", volumeName="pv-1")
+    loop.wake.set()  # what the controller's PVC watch does on that change
+    loop.step(datetime.now(UTC))
+    answer = review_until(webhook, POD, "team-a", allowed)
+    assert claim_of(answer) == "models-cache"  # the claim name comes from the controller's status
+
+
+def test_provision_admits_the_first_pod_of_a_namespace_and_refuses_a_storage_class_without_rwx(
+    api: KubeApi, webhook: RunningWebhook
+) -> None:
+    api.create(
+        {
+            "apiVersion": "storage.k8s.io/v1",
+            "kind": "StorageClass",
+            "metadata": {"name": "gp3"},
+            "provisioner": "ebs.csi.aws.com",
+        }
+    )
+    controller(api, volume_mode="provision", storage_class="gp3").step(datetime.now(UTC))
+    answer = review_until(webhook, POD, "team-a", denied_with("cannot provide ReadWriteMany"))
+    assert "ebs.csi.aws.com" in answer["status"]["message"]
+    api.create(
+        {
+            "apiVersion": "storage.k8s.io/v1",
+            "kind": "StorageClass",
+            "metadata": {"name": "nfs-client"},
+            "provisioner": "cluster.local/nfs-subdir-external-provisioner",
+        }
+    )
+    controller(api, volume_mode="provision", storage_class="nfs-client").step(datetime.now(UTC))
+    answer = review_until(webhook, POD, "team-new", allowed)
+    assert claim_of(answer) == "modelcache"
+
+
+def test_the_webhook_is_not_ready_until_it_has_read_the_status(api: KubeApi, tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("wrong-token")
+    env = {
+        "MODELCACHE_VOLUME_STATUS": f"{NS}/modelcache-volumes",
+        "MODELCACHE_KUBE_API_URL": api.url,
+        "MODELCACHE_KUBE_TOKEN_FILE": str(token),
+    }
+    log = tmp_path / "webhook.log"
+    with pytest.raises(TimeoutError), run_webhook(tmp_path, env=env, log_file=log, ready_timeout=5):
+        pass  # an API that refuses our token: never ready, so no pod is ever decided without the status
+    assert "401" in (tmp_path / "webhook.log").read_text()
