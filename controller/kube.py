@@ -96,9 +96,7 @@ def apply_action(api: client.ApiClient, action: Action) -> None:
             core.create_namespaced_persistent_volume_claim(action.namespace, action.body, _preload_content=False)
         elif action.verb == "create":
             core.create_persistent_volume(action.body, _preload_content=False)
-        elif action.kind == "PersistentVolumeClaim":
-            core.delete_namespaced_persistent_volume_claim(action.name, action.namespace, _preload_content=False)
-        else:
+        else:  # the planner deletes only its own PV copies, never a PVC
             core.delete_persistent_volume(action.name, _preload_content=False)
     except ApiException as err:
         if (action.verb, err.status) not in (("create", 409), ("delete", 404)):

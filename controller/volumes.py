@@ -87,6 +87,8 @@ class Observed:
 
 @dataclass(frozen=True, slots=True)
 class Action:
+    """Create a PVC or PV copy, or delete a PV copy (the controller never deletes a PVC)."""
+
     verb: Literal["create", "delete"]
     kind: Literal["PersistentVolumeClaim", "PersistentVolume"]
     name: str

@@ -72,8 +72,16 @@ class ApiError(Exception):
 class KubeApi:
     """The stand-in. Use as a context manager; `url` and `token` configure a client."""
 
-    def __init__(self, *, token: str = "test-token") -> None:  # noqa: S107 (a test credential)
+    def __init__(
+        self,
+        *,
+        token: str = "test-token",  # noqa: S107 (a test credential)
+        grants: dict[str, list[Grant]] | None = None,
+    ) -> None:
+        """`grants`: when given, RBAC is enforced: each bearer token may do what its rules allow, no more."""
         self.token = token
+        self.grants = grants
+        self.forbidden: list[str] = []  # every refusal, for tests to show
         self.url = ""
         self.requests: list[tuple[str, str]] = []  # (method, path) of every request
         self._objects: dict[tuple[str, str, str, str], JsonObject] = {}  # (group, plural, namespace, name)
@@ -118,11 +126,12 @@ class KubeApi:
         port = self._runner.addresses[0][1]
         self.url = f"http://127.0.0.1:{port}"
 
-    def client(self) -> Any:
-        """An official-client ApiClient pointed at the stand-in with its bearer token."""
+    def client(self, token: str | None = None) -> Any:
+        """An official-client ApiClient pointed at the stand-in with a bearer token (default: self.token)."""
         from kubernetes import client  # only the controller's tests need the official client
 
-        configuration = client.Configuration(host=self.url, api_key={"authorization": f"Bearer {self.token}"})
+        bearer = f"Bearer {token or self.token}"
+        configuration = client.Configuration(host=self.url, api_key={"authorization": bearer})
         return client.ApiClient(configuration)
 
     # --- direct access for tests (the cluster's own controllers) ------------------------------------
@@ -206,10 +215,13 @@ class KubeApi:
     # --- HTTP ---------------------------------------------------------------------------------------
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         self.requests.append((request.method, request.path))
-        if request.headers.get("Authorization") != f"Bearer {self.token}":
+        token = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        if token != self.token and (self.grants is None or token not in self.grants):
             return web.json_response(ApiError(401, "Unauthorized", "Unauthorized").status(), status=401)
         try:
             group, plural, namespace, name = _route(request.path)
+            if self.grants is not None:
+                self._authorize(token, request, group, plural, namespace, name)
             if request.method == "GET" and not name:
                 if request.query.get("watch") in ("1", "t", "T", "true", "TRUE", "True"):  # Go strconv.ParseBool
                     return await self._watch(request, group, plural, namespace)
@@ -219,6 +231,32 @@ class KubeApi:
             return web.json_response(body, status=status)
         except ApiError as err:
             return web.json_response(err.status(), status=err.code)
+
+    def _authorize(self, token: str, request: web.Request, group: str, plural: str, namespace: str, name: str) -> None:
+        """RBAC as the apiserver applies it, including resourceNames for list/watch by metadata.name."""
+        watching = request.query.get("watch") in ("1", "t", "T", "true", "TRUE", "True")
+        verb = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}.get(request.method)
+        if verb is None:
+            verb = "get" if name else ("watch" if watching else "list")
+        if not name and verb in ("list", "watch"):
+            for term in request.query.get("fieldSelector", "").split(","):
+                if term.startswith("metadata.name="):
+                    name = term.removeprefix("metadata.name=")
+        for scope, rule in self.grants.get(token, []) if self.grants else []:
+            if scope and scope != namespace:
+                continue
+            if not ({group, "*"} & set(rule.get("apiGroups", [])) and {plural, "*"} & set(rule.get("resources", []))):
+                continue
+            if not {verb, "*"} & set(rule.get("verbs", [])):
+                continue
+            names = rule.get("resourceNames")
+            if names and (verb == "create" or name not in names):
+                continue
+            return
+        where = f' in the namespace "{namespace}"' if namespace else " at the cluster scope"
+        message = f'{plural} "{name}" is forbidden: cannot {verb} resource "{plural}" in API group "{group}"{where}'
+        self.forbidden.append(message)
+        raise ApiError(403, "Forbidden", message)
 
     async def _dispatch(self, request: web.Request, group: str, plural: str, namespace: str, name: str) -> JsonObject:
         key = (group, plural, namespace, name)
@@ -285,6 +323,26 @@ class KubeApi:
                     await asyncio.wait_for(self._changed.wait(), timeout=min(left, 1.0))
         await response.write_eof()
         return response
+
+
+Grant = tuple[str, JsonObject]  # (namespace of a Role, or "" for a ClusterRole; one PolicyRule)
+
+
+def grants_of(objects: list[JsonObject], *, service_account: str, namespace: str) -> list[Grant]:
+    """The rules that rendered manifests bind to a service account (RoleBindings and ClusterRoleBindings)."""
+    roles = {(o["kind"], o["metadata"].get("namespace", ""), o["metadata"]["name"]): o for o in objects}
+    grants: list[Grant] = []
+    for binding in objects:
+        if binding["kind"] not in ("RoleBinding", "ClusterRoleBinding"):
+            continue
+        subject = {"kind": "ServiceAccount", "name": service_account, "namespace": namespace}
+        if subject not in binding.get("subjects", []):
+            continue
+        ref = binding["roleRef"]
+        scope = binding["metadata"].get("namespace", "") if binding["kind"] == "RoleBinding" else ""
+        role = roles[ref["kind"], scope if ref["kind"] == "Role" else "", ref["name"]]
+        grants += [(scope, rule) for rule in role.get("rules", [])]
+    return grants
 
 
 def _route(path: str) -> tuple[str, str, str, str]:

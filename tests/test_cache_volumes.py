@@ -17,8 +17,9 @@ import pytest
 from controller.__main__ import Controller
 from controller.config import ControllerSettings
 from devtools.admission import admission_review
-from devtools.kubeapi import KubeApi
+from devtools.kubeapi import KubeApi, grants_of
 from devtools.webhook_process import RunningWebhook, run_webhook
+from tests.manifests.rendering import render
 from webhook.review import decode_patch
 
 NS = "modelcache-system"
@@ -34,14 +35,21 @@ OPTED_OUT["spec"]["containers"][0]["env"] = [{"name": "AIOLI_DISABLE_MODEL_CACHE
 
 @pytest.fixture
 def api() -> Iterator[KubeApi]:
-    with KubeApi() as server:
+    """The stand-in, enforcing what manifests/ grants the webhook and the controller."""
+    rendered = render("base")
+    grants = {
+        name: grants_of(rendered, service_account=f"modelcache-{name}", namespace=NS)
+        for name in ("webhook", "controller")
+    }
+    with KubeApi(token="controller", grants=grants) as server:
         yield server
+        assert server.forbidden == []
 
 
 @pytest.fixture
 def webhook(api: KubeApi, tmp_path: Path) -> Iterator[RunningWebhook]:
     token = tmp_path / "token"
-    token.write_text(api.token)
+    token.write_text("webhook")
     env = {
         "MODELCACHE_VOLUME_STATUS": f"{NS}/modelcache-volumes",
         "MODELCACHE_KUBE_API_URL": api.url,
@@ -85,7 +93,7 @@ def claim_of(answer: dict[str, Any]) -> str | None:
     for op in decode_patch({"response": answer}):
         for volume in op["value"] if op["path"] == "/spec/volumes" else [op["value"]]:
             if isinstance(volume, dict) and volume.get("name") == "modelcache":
-                return volume.get("persistentVolumeClaim", {}).get("claimName")
+                return str(volume.get("persistentVolumeClaim", {}).get("claimName"))
     return None
 
 

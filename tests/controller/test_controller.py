@@ -22,14 +22,17 @@ from controller.__main__ import Controller
 from controller.config import ControllerSettings
 from controller.status import STATUS_CONFIGMAP, STATUS_KEY, VolumeStatus
 from controller.volumes import clone_volume_name
-from devtools.kubeapi import KubeApi
+from devtools.kubeapi import KubeApi, grants_of
+from tests.manifests.rendering import render
 
 NS = "modelcache-system"
 
 
 @pytest.fixture
 def api() -> Iterator[KubeApi]:
-    with KubeApi() as server:
+    """The stand-in, enforcing the RBAC that manifests/ grants the controller."""
+    grants = grants_of(render("base"), service_account="modelcache-controller", namespace=NS)
+    with KubeApi(token="controller", grants={"controller": grants}) as server:
         server.create(
             {
                 "apiVersion": "storage.k8s.io/v1",
@@ -70,6 +73,13 @@ def model_pod(api: KubeApi, namespace: str, name: str = "llm-0") -> None:
 def controller(api: KubeApi, identity: str = "replica-a", **overrides: Any) -> Controller:
     settings = ControllerSettings(identity=identity, **overrides)
     return Controller(api.client(), settings)
+
+
+@pytest.fixture(autouse=True)
+def _nothing_forbidden(api: KubeApi) -> Iterator[None]:
+    """Every scenario must work within the controller's RBAC: a refusal fails the test."""
+    yield
+    assert api.forbidden == []
 
 
 def leads(replica: Controller) -> bool:

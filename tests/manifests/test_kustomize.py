@@ -1,5 +1,6 @@
-"""manifests/: every overlay renders with `kubectl kustomize`, validates against the Kubernetes schema,
-follows the admission rules of FIELD_NOTES.md, and names what the code names.
+"""manifests/: every overlay (`kubectl kustomize`) and the chart (default and custom values, Helm's engine)
+validate against the Kubernetes schema, follow the admission rules of FIELD_NOTES.md, and name what
+the code names.
 
 The CEL of the webhook's matchConditions and of the ValidatingAdmissionPolicy is evaluated (cel-python)
 against the golden admission cases: an annotated pod is rejected before injection and admitted after.
@@ -8,51 +9,28 @@ against the golden admission cases: an annotated pod is rejected before injectio
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
-from typing import Any
 
 import celpy
 import jsonpatch
 import kubernetes_validate
 import pytest
-import yaml
 from celpy.adapter import json_to_cel
 from celpy.evaluation import CELEvalError
 
+from controller.config import ControllerSettings
+from controller.status import STATUS_CONFIGMAP
 from fetcher import contract
+from tests.manifests.rendering import INSTALLS, ROOT, Object, namespace_of, one, render, render_install
 from tests.pod_security import restricted_violations
 from webhook.config import ENV_PREFIX, Settings
 
-ROOT = Path(__file__).resolve().parent.parent.parent
-KUBECTL = Path(sys.executable).parent / "kubectl"
-OVERLAYS = ["base", "overlays/cert-manager", "overlays/dev"]
 SYSTEM_NAMESPACES = {"kube-system", "kube-public", "kube-node-lease"}
 CASES = ROOT / "tests" / "webhook" / "cases"
-Object = dict[str, Any]
 
 
-def render(overlay: str) -> list[Object]:
-    out = subprocess.run(
-        [str(KUBECTL), "kustomize", str(ROOT / "manifests" / overlay)],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-    )
-    return [doc for doc in yaml.safe_load_all(out.stdout) if doc]
-
-
-def one(objects: list[Object], kind: str) -> Object:
-    found = [o for o in objects if o["kind"] == kind]
-    assert len(found) == 1, kind
-    return found[0]
-
-
-@pytest.fixture(scope="module", params=OVERLAYS)
+@pytest.fixture(scope="module", params=INSTALLS)
 def rendered(request: pytest.FixtureRequest) -> list[Object]:
-    return render(request.param)
+    return render_install(request.param)
 
 
 def test_every_kubernetes_object_validates_against_1_30_and_the_newest_schema(rendered: list[Object]) -> None:
@@ -64,7 +42,7 @@ def test_every_kubernetes_object_validates_against_1_30_and_the_newest_schema(re
 
 
 def test_the_webhook_configuration_follows_the_admission_rules(rendered: list[Object]) -> None:
-    namespace = one(rendered, "Namespace")["metadata"]["name"]
+    namespace = namespace_of(rendered)
     (hook,) = one(rendered, "MutatingWebhookConfiguration")["webhooks"]
     assert hook["rules"] == [
         {
@@ -79,11 +57,11 @@ def test_the_webhook_configuration_follows_the_admission_rules(rendered: list[Ob
     assert hook["sideEffects"] == "None"
     assert hook["admissionReviewVersions"] == ["v1"]
     assert hook["reinvocationPolicy"] == "IfNeeded"
-    assert hook["failurePolicy"] == "Ignore"  # fail open; the policy below fails closed for opted-in pods
+    assert hook["failurePolicy"] in ("Ignore", "Fail")  # Ignore by default; the policy fails closed for opted-in pods
     (excluded,) = hook["namespaceSelector"]["matchExpressions"]
     assert excluded["key"] == "kubernetes.io/metadata.name"
     assert excluded["operator"] == "NotIn"
-    assert set(excluded["values"]) == SYSTEM_NAMESPACES | {namespace}
+    assert set(excluded["values"]) >= SYSTEM_NAMESPACES | {namespace}
     service = one(rendered, "Service")
     client = hook["clientConfig"]["service"]
     assert (client["name"], client["namespace"], client["path"]) == (service["metadata"]["name"], namespace, "/mutate")
@@ -102,7 +80,7 @@ def test_the_policy_fails_closed_for_opted_in_pods_only(rendered: list[Object]) 
 
 
 def test_the_deployment_is_highly_available_and_restricted(rendered: list[Object]) -> None:
-    deployment = one(rendered, "Deployment")
+    deployment = one(rendered, "Deployment", "modelcache-webhook")
     spec = deployment["spec"]
     assert spec["replicas"] >= 2
     assert spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
@@ -114,7 +92,7 @@ def test_the_deployment_is_highly_available_and_restricted(rendered: list[Object
     assert container["lifecycle"]["preStop"]
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "https", "scheme": "HTTPS"}
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
-    assert pod["spec"]["automountServiceAccountToken"] is False
+    assert pod["spec"]["serviceAccountName"] == "modelcache-webhook"  # read-one-ConfigMap rights (test_rbac)
     assert pod["spec"]["enableServiceLinks"] is False
     budget = one(rendered, "PodDisruptionBudget")["spec"]
     assert budget["minAvailable"] == 1
@@ -123,11 +101,20 @@ def test_the_deployment_is_highly_available_and_restricted(rendered: list[Object
 
 
 def test_names_and_settings_match_the_code(rendered: list[Object]) -> None:
-    settings = one(rendered, "ConfigMap")["data"]
+    settings = one(rendered, "ConfigMap", "modelcache-webhook-settings")["data"]
     known = {ENV_PREFIX + name.upper() for name in Settings.__dataclass_fields__}
     assert set(settings) <= known  # the webhook refuses unknown MODELCACHE_* variables at start
-    parsed = Settings.from_env(settings)
-    deployment = one(rendered, "Deployment")["spec"]["template"]["spec"]
+    parsed = Settings.from_env({**settings, "KUBERNETES_SERVICE_HOST": "10.96.0.1"})
+    namespace = namespace_of(rendered)
+    assert parsed.volume_status == f"{namespace}/{STATUS_CONFIGMAP}"
+    controller_env = one(rendered, "ConfigMap", "modelcache-controller-settings")["data"]
+    controller = ControllerSettings.from_env({**controller_env, "MODELCACHE_NAMESPACE": namespace})
+    assert controller.lease_name == "modelcache-controller"
+    tls_volume = one(rendered, "Deployment", "modelcache-webhook")["spec"]["template"]["spec"]["volumes"][0]
+    assert tls_volume["secret"]["secretName"] == controller.tls_secret
+    assert one(rendered, "MutatingWebhookConfiguration")["metadata"]["name"] == controller.webhook_configuration
+    assert one(rendered, "Service")["metadata"]["name"] == controller.service_name
+    deployment = one(rendered, "Deployment", "modelcache-webhook")["spec"]["template"]["spec"]
     (container,) = deployment["containers"]
     assert container["ports"][0]["containerPort"] == parsed.port
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}

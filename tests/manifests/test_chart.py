@@ -1,0 +1,142 @@
+"""The Helm chart: lints cleanly with Helm's own engine, refuses bad values with messages that name
+them, maps MLIS's values, and renders the same objects as the kustomize manifests (no drift).
+
+The assertions shared with the kustomize output (schema, admission rules, RBAC) run on the chart's
+renderings in test_kustomize.py and test_rbac.py through INSTALLS.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import helm_python
+import pytest
+
+from tests.manifests.rendering import (
+    CHART,
+    CHART_CUSTOM,
+    CHART_EQUIVALENTS,
+    NAMESPACE,
+    Object,
+    one,
+    render,
+    render_chart,
+)
+
+# Labels Helm adds to every object, and the pod annotations that roll pods when settings change.
+HELM_LABELS = (
+    "app.kubernetes.io/instance",
+    "app.kubernetes.io/managed-by",
+    "app.kubernetes.io/version",
+    "helm.sh/chart",
+)
+
+
+def normalized(objects: list[Object]) -> dict[tuple[str, str], Object]:
+    result = {}
+    for obj in copy.deepcopy(objects):
+        if obj["kind"] == "Namespace":
+            continue  # the chart leaves the namespace to `helm install --create-namespace` by default
+        labels = obj["metadata"].get("labels", {})
+        for label in HELM_LABELS:
+            labels.pop(label, None)
+        template = obj.get("spec", {}).get("template", {}).get("metadata", {})
+        template.pop("annotations", None)
+        result[obj["kind"], obj["metadata"]["name"]] = obj
+    return result
+
+
+@pytest.mark.parametrize("overlay", sorted(CHART_EQUIVALENTS))
+def test_the_chart_and_the_kustomize_overlay_render_the_same_objects(overlay: str) -> None:
+    from_chart = normalized(render_chart(CHART_EQUIVALENTS[overlay]))
+    from_kustomize = normalized(render(overlay))
+    assert sorted(from_chart) == sorted(from_kustomize)
+    for key, obj in from_kustomize.items():
+        assert from_chart[key] == obj, key
+
+
+@pytest.mark.parametrize("values", [{}, CHART_CUSTOM, *CHART_EQUIVALENTS.values()])
+def test_the_chart_lints_cleanly_for_the_oldest_supported_kubernetes(values: dict[str, Any]) -> None:
+    report = helm_python.lint(CHART, values, strict=True, kube_version="v1.30.0", namespace=NAMESPACE)
+    assert report["errors"] == []
+    assert [m for m in report["messages"] if m["severity"] >= 2] == []
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"modelsCacheStorage": {"enabled": True}}, "'/modelsCacheStorage/storageClassName': minLength"),
+        ({"modelsCacheStorage": {"mode": "copy"}}, "'/modelsCacheStorage/mode'"),
+        ({"modelsCacheStorage": {"purgeUnusedCachedModelsAfter": "7 days"}}, "does not match pattern"),
+        ({"modelsCacheStorage": {"pvcNameSuffix": "New_Disk"}}, "'/modelsCacheStorage/pvcNameSuffix'"),
+        ({"modelsCacheStorage": {"storageSize": "lots"}}, "'/modelsCacheStorage/storageSize'"),
+        ({"webhook": {"replicas": 1}}, "'/webhook/replicas': minimum"),
+        ({"webhook": {"timeoutSeconds": 10}}, "'/webhook/timeoutSeconds': maximum: got 10, want 3"),
+        ({"webhook": {"failurePolicy": "Retry"}}, "'/webhook/failurePolicy'"),
+        ({"certificates": {"source": "vault"}}, "'/certificates/source'"),
+        ({"excludedNamespaces": ["Kube System"]}, "'/excludedNamespaces/0'"),
+        ({"replicas": 3}, "additional properties 'replicas' not allowed"),
+    ],
+)
+def test_bad_values_are_refused_naming_the_value_and_the_rule(values: dict[str, Any], message: str) -> None:
+    with pytest.raises(helm_python.HelmValuesError) as caught:
+        render_chart(values)
+    assert message in str(caught.value)
+
+
+def test_mlis_values_keep_their_meaning() -> None:
+    values = {
+        "modelsCacheStorage": {
+            "enabled": True,
+            "storageClassName": "nfs-client",
+            "storageSize": "1000Gi",
+            "pvcNameSuffix": "big",
+            "checkUnusedCachedModelsEvery": "1d",
+            "purgeUnusedCachedModelsAfter": "1w",
+            "bypassStorageCheck": True,
+        }
+    }
+    settings = one(render_chart(values), "ConfigMap", "modelcache-controller-settings")["data"]
+    assert settings["MODELCACHE_VOLUME_MODE"] == "clone"  # MLIS copies the PV into each namespace
+    assert settings["MODELCACHE_STORAGE_CLASS"] == "nfs-client"
+    assert settings["MODELCACHE_STORAGE_SIZE"] == "1000Gi"
+    assert settings["MODELCACHE_CLAIM_NAME"] == "modelcache-big"  # a new suffix is a new PVC, as in MLIS
+    assert settings["MODELCACHE_BYPASS_STORAGE_CHECK"] == "true"
+    assert settings["MODELCACHE_CHECK_UNUSED_CACHED_MODELS_EVERY"] == "1d"
+    assert settings["MODELCACHE_PURGE_UNUSED_CACHED_MODELS_AFTER"] == "1w"
+    disabled = one(
+        render_chart({"modelsCacheStorage": {"enabled": False}}), "ConfigMap", "modelcache-controller-settings"
+    )
+    assert disabled["data"]["MODELCACHE_VOLUME_MODE"] == "existing"
+
+
+def test_custom_values_reach_the_objects() -> None:
+    objects = render_chart(CHART_CUSTOM)
+    webhook = one(objects, "Deployment", "modelcache-webhook")
+    assert webhook["spec"]["replicas"] == 3
+    assert webhook["spec"]["template"]["spec"]["containers"][0]["image"] == (
+        "registry.example.com/ml/modelcache-webhook:0.1.0"
+    )
+    (hook,) = one(objects, "MutatingWebhookConfiguration")["webhooks"]
+    assert hook["failurePolicy"] == "Fail"
+    assert hook["timeoutSeconds"] == 2
+    assert "batch-jobs" in hook["namespaceSelector"]["matchExpressions"][0]["values"]
+    binding = one(objects, "ValidatingAdmissionPolicyBinding")["spec"]["matchResources"]["namespaceSelector"]
+    assert binding == hook["namespaceSelector"]
+    namespace = one(objects, "Namespace")
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    webhook_settings = one(objects, "ConfigMap", "modelcache-webhook-settings")["data"]
+    assert webhook_settings["MODELCACHE_FETCHER_IMAGE"] == "registry.example.com/ml/modelcache-fetcher:0.1.0"
+    assert webhook_settings["MODELCACHE_LOG_LEVEL"] == "DEBUG"
+
+
+def test_the_chart_installs_into_another_namespace_consistently() -> None:
+    objects = render_chart({}, namespace="platform-ml")
+    (hook,) = one(objects, "MutatingWebhookConfiguration")["webhooks"]
+    assert hook["clientConfig"]["service"]["namespace"] == "platform-ml"
+    assert "platform-ml" in hook["namespaceSelector"]["matchExpressions"][0]["values"]
+    settings = one(objects, "ConfigMap", "modelcache-webhook-settings")["data"]
+    assert settings["MODELCACHE_VOLUME_STATUS"] == "platform-ml/modelcache-volumes"
+    for binding in (o for o in objects if o["kind"] in ("RoleBinding", "ClusterRoleBinding")):
+        assert all(subject["namespace"] == "platform-ml" for subject in binding["subjects"])

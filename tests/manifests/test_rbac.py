@@ -1,0 +1,101 @@
+"""RBAC in manifests/: exactly the grants docs/security.md explains, and no more.
+
+That they are enough is shown elsewhere: the controller and webhook tests run against the API
+stand-in with these very rules enforced, and fail on any refusal.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from devtools.kubeapi import grants_of
+from tests.manifests.rendering import INSTALLS, Object, one, render, render_install
+from tests.pod_security import restricted_violations
+
+NS = "modelcache-system"
+# (scope, apiGroup, resource, verbs, resourceNames); scope "" is cluster-wide.
+Grant = tuple[str, str, str, tuple[str, ...], tuple[str, ...]]
+EXPECTED: dict[str, set[Grant]] = {
+    "modelcache-webhook": {
+        (NS, "", "configmaps", ("get", "list", "watch"), ("modelcache-volumes",)),
+    },
+    "modelcache-controller": {
+        (NS, "coordination.k8s.io", "leases", ("create",), ()),
+        (NS, "coordination.k8s.io", "leases", ("get", "update"), ("modelcache-controller",)),
+        (NS, "", "configmaps", ("create",), ()),
+        (NS, "", "configmaps", ("get", "patch"), ("modelcache-volumes",)),
+        (NS, "", "secrets", ("create",), ()),
+        (NS, "", "secrets", ("get", "update"), ("modelcache-ca", "modelcache-webhook-tls")),
+        ("", "", "pods", ("list", "watch"), ()),
+        ("", "", "persistentvolumeclaims", ("list", "watch", "create"), ()),
+        ("", "", "persistentvolumes", ("get", "list", "create", "delete"), ()),
+        ("", "storage.k8s.io", "storageclasses", ("get",), ()),
+        (
+            "",
+            "admissionregistration.k8s.io",
+            "mutatingwebhookconfigurations",
+            ("get", "patch"),
+            ("modelcache-webhook",),
+        ),
+    },
+}
+# With cert-manager issuing the certificates, the controller needs no rights to them.
+CERTIFICATE_GRANTS: set[Grant] = {
+    (NS, "", "secrets", ("create",), ()),
+    (NS, "", "secrets", ("get", "update"), ("modelcache-ca", "modelcache-webhook-tls")),
+    ("", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", ("get", "patch"), ("modelcache-webhook",)),
+}
+
+
+def flattened(objects: list[Object], account: str) -> set[tuple[str, str, str, tuple[str, ...], tuple[str, ...]]]:
+    found = set()
+    for scope, rule in grants_of(objects, service_account=account, namespace=NS):
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                found.add((scope, group, resource, tuple(rule["verbs"]), tuple(rule.get("resourceNames", ()))))
+    return found
+
+
+@pytest.mark.parametrize("install", INSTALLS)
+@pytest.mark.parametrize("account", sorted(EXPECTED))
+def test_each_identity_has_exactly_the_documented_grants(install: str, account: str) -> None:
+    objects = render_install(install)
+    expected = EXPECTED[account]
+    settings = one(objects, "ConfigMap", "modelcache-controller-settings")["data"]
+    if settings["MODELCACHE_MANAGE_CERTIFICATES"] == "false":
+        expected = expected - CERTIFICATE_GRANTS
+    assert flattened(objects, account) == expected
+
+
+@pytest.mark.parametrize("install", INSTALLS)
+def test_no_rule_uses_a_wildcard_or_reaches_secrets_beyond_our_namespace(install: str) -> None:
+    for role in (o for o in render_install(install) if o["kind"] in ("Role", "ClusterRole")):
+        for rule in role["rules"]:
+            assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"], role["metadata"]["name"]
+            if role["kind"] == "ClusterRole":
+                assert "secrets" not in rule["resources"]
+                assert not {"update", "patch"} & set(rule["verbs"]) or rule.get("resourceNames")
+
+
+def test_only_the_pods_that_need_a_token_mount_one() -> None:
+    objects = render("base")
+    for account in (o for o in objects if o["kind"] == "ServiceAccount"):
+        assert account["automountServiceAccountToken"] is False  # opt-in per pod spec only
+    mounted = {
+        d["metadata"]["name"]: d["spec"]["template"]["spec"]["automountServiceAccountToken"]
+        for d in objects
+        if d["kind"] == "Deployment"
+    }
+    assert mounted == {"modelcache-webhook": True, "modelcache-controller": True}
+
+
+def test_the_controller_runs_restricted_with_a_lease_and_a_liveness_probe() -> None:
+    deployment = one(render("base"), "Deployment", "modelcache-controller")
+    pod = deployment["spec"]["template"]
+    (container,) = pod["spec"]["containers"]
+    assert restricted_violations({"spec": pod["spec"]}, container) == []
+    assert container["command"] == ["modelcache-controller"]
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    env = {e["name"]: e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") for e in container["env"]}
+    assert env == {"MODELCACHE_IDENTITY": "metadata.name", "MODELCACHE_NAMESPACE": "metadata.namespace"}
+    assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
