@@ -8,21 +8,28 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
 
+from certs.authority import KeyPair, create_ca, issue_serving_cert, service_dns_names, write_tls_dir
+from certs.rotation import signed_by
 from controller.__main__ import Controller
 from controller.config import ControllerSettings
 from controller.status import STATUS_CONFIGMAP, STATUS_KEY, VolumeStatus
 from controller.volumes import clone_volume_name
 from devtools.kubeapi import KubeApi, grants_of
+from devtools.webhook_process import RunningWebhook, run_webhook
 from tests.manifests.rendering import render
 
 NS = "modelcache-system"
@@ -307,3 +314,74 @@ def test_an_operators_new_pvc_is_reported_ready_without_waiting_for_the_resync(a
         stop.set()
         loop.wake.set()
         runner.join(timeout=30)
+
+
+def served_by_webhook(webhook: RunningWebhook, bundle: bytes) -> x509.Certificate | None:
+    """The certificate the running webhook presents to a client that trusts only `bundle`; None if refused."""
+    context = ssl.create_default_context(cadata=bundle.decode())
+    try:
+        with (
+            socket.create_connection(("127.0.0.1", int(webhook.url.rsplit(":", 1)[1])), timeout=5) as raw,
+            context.wrap_socket(raw, server_hostname=f"modelcache-webhook.{NS}.svc") as tls,  # as the apiserver dials
+        ):
+            der = tls.getpeercert(binary_form=True)
+    except (ssl.SSLError, OSError):
+        return None
+    return x509.load_der_x509_certificate(der) if der else None
+
+
+def test_the_real_webhook_serves_the_rotated_certificates_verified_by_the_published_bundle(
+    api: KubeApi, tmp_path: Path
+) -> None:
+    now = datetime.now(UTC)
+    dns = service_dns_names("modelcache-webhook", NS)
+    old_ca = create_ca(now=now - timedelta(days=int(3.5 * 365)))  # due: less than a third of its life left
+    old_serving = issue_serving_cert(old_ca, dns, now=now)
+    store_certificates(api, old_ca, old_serving, bundle=old_ca.cert_pem)
+    loop = controller(api, service_name="modelcache-webhook")
+    env = {"MODELCACHE_TLS_RELOAD_SECONDS": "0.2"}
+    with run_webhook(tmp_path, env=env, log_file=tmp_path / "webhook.log") as webhook:
+        mount_tls_secret(api, webhook)  # what the kubelet does with the Secret volume
+        wait_for("the stored certificate served", lambda: served_by_webhook(webhook, old_ca.cert_pem))
+        loop.step(now)  # step 1: a new CA joins the published bundle; serving stays
+        _, bundle = served_certificates(api)
+        assert len(bundle) == 2
+        published = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in bundle)
+        assert served_by_webhook(webhook, published) == old_serving.certificate
+        loop._next_certificates = now
+        loop.step(now + timedelta(minutes=10))  # step 2: serving moves to the new CA
+        new_serving, bundle = served_certificates(api)
+        assert signed_by(new_serving, bundle[0])
+        mount_tls_secret(api, webhook)
+        wait_for("the new certificate served", lambda: served_by_webhook(webhook, published) == new_serving)
+        assert served_by_webhook(webhook, old_ca.cert_pem) is None  # the old CA alone no longer verifies it
+
+
+def store_certificates(api: KubeApi, ca: KeyPair, serving: KeyPair, *, bundle: bytes) -> None:
+    def encoded(data: dict[str, bytes]) -> dict[str, str]:
+        return {key: base64.b64encode(value).decode() for key, value in data.items()}
+
+    api.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "modelcache-ca", "namespace": NS},
+            "data": encoded({"ca.crt": ca.cert_pem, "ca.key": ca.key_pem}),
+        }
+    )
+    api.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "kubernetes.io/tls",
+            "metadata": {"name": "modelcache-webhook-tls", "namespace": NS},
+            "data": encoded({"tls.crt": serving.cert_pem, "tls.key": serving.key_pem, "ca.crt": bundle}),
+        }
+    )
+
+
+def mount_tls_secret(api: KubeApi, webhook: RunningWebhook) -> None:
+    secret = api.get("Secret", "modelcache-webhook-tls", NS)
+    assert secret is not None
+    data = {key: base64.b64decode(value) for key, value in secret["data"].items()}
+    write_tls_dir(webhook.tls_dir, KeyPair(data["tls.crt"], data["tls.key"]), KeyPair(data["ca.crt"]))
