@@ -17,6 +17,7 @@ import pytest
 from celpy.adapter import json_to_cel
 from celpy.evaluation import CELEvalError
 
+from controller.__main__ import HEALTH_PORT
 from controller.config import ControllerSettings
 from controller.status import STATUS_CONFIGMAP
 from fetcher import contract
@@ -114,6 +115,14 @@ def test_names_and_settings_match_the_code(rendered: list[Object]) -> None:
     assert tls_volume["secret"]["secretName"] == controller.tls_secret
     assert one(rendered, "MutatingWebhookConfiguration")["metadata"]["name"] == controller.webhook_configuration
     assert one(rendered, "Service")["metadata"]["name"] == controller.service_name
+    (controller_container,) = one(rendered, "Deployment", "modelcache-controller")["spec"]["template"]["spec"][
+        "containers"
+    ]
+    assert controller_container["ports"][0]["containerPort"] == HEALTH_PORT
+    named = {name for o in rendered if o["kind"] == "Role" for r in o["rules"] for name in r.get("resourceNames", [])}
+    assert {STATUS_CONFIGMAP, controller.lease_name} <= named
+    if controller.manage_certificates:
+        assert {controller.tls_secret, controller.ca_secret} <= named
     deployment = one(rendered, "Deployment", "modelcache-webhook")["spec"]["template"]["spec"]
     (container,) = deployment["containers"]
     assert container["ports"][0]["containerPort"] == parsed.port
