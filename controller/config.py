@@ -13,6 +13,7 @@ from datetime import timedelta
 from typing import Literal
 
 from controller.status import VOLUME_MODES, VolumeMode
+from webhook.config import read_boolean, read_choice
 
 ENV_PREFIX = "MODELCACHE_"
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -108,24 +109,6 @@ def parse_duration(value: str) -> timedelta:
     return timedelta(seconds=float(match[1]) * _UNITS[match[2]])
 
 
-def _choice(*choices: str) -> Callable[[str], str]:
-    def read(value: str) -> str:
-        if value not in choices:
-            raise ValueError(f"expected one of {', '.join(choices)}")
-        return value
-
-    return read
-
-
-def _boolean(value: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered in ("true", "1", "yes", "on"):
-        return True
-    if lowered in ("false", "0", "no", "off", ""):
-        return False
-    raise ValueError("expected true or false")
-
-
 def _name(pattern: re.Pattern[str], what: str, *, limit: int, empty: bool = False) -> Callable[[str], str]:
     def read(value: str) -> str:
         if (value or not empty) and (len(value) > limit or not pattern.fullmatch(value)):
@@ -149,15 +132,15 @@ _READERS: dict[str, Callable[[str], object]] = {
     "namespace": _name(_DNS_LABEL, "a namespace name", limit=63),
     "identity": _text,
     "lease_name": _name(_DNS_SUBDOMAIN, "a Lease name", limit=253),
-    "volume_mode": _choice(*VOLUME_MODES),
+    "volume_mode": read_choice(*VOLUME_MODES),
     # A PV copy is named after the claim and the namespace, so the claim name leaves room for both.
     "claim_name": _name(_DNS_LABEL, "a PersistentVolumeClaim name", limit=63),
     "storage_class": _name(_DNS_SUBDOMAIN, "a StorageClass name", limit=253, empty=True),
     "storage_size": _quantity,
-    "bypass_storage_check": _boolean,
+    "bypass_storage_check": read_boolean,
     "volume_pending_deadline": parse_duration,
     "resync_every": parse_duration,
-    "manage_certificates": _boolean,
+    "manage_certificates": read_boolean,
     "webhook_configuration": _name(_DNS_SUBDOMAIN, "a MutatingWebhookConfiguration name", limit=253),
     "service_name": _name(_DNS_LABEL, "a Service name", limit=63),
     "tls_secret": _name(_DNS_SUBDOMAIN, "a Secret name", limit=253),
@@ -165,6 +148,6 @@ _READERS: dict[str, Callable[[str], object]] = {
     "certificate_check_every": parse_duration,
     "check_unused_cached_models_every": parse_duration,
     "purge_unused_cached_models_after": parse_duration,
-    "log_format": _choice("text", "json"),
-    "log_level": _choice("DEBUG", "INFO", "WARNING", "ERROR"),
+    "log_format": read_choice("text", "json"),
+    "log_level": read_choice("DEBUG", "INFO", "WARNING", "ERROR"),
 }

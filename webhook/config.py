@@ -137,7 +137,9 @@ def _image(value: str) -> str:
     return value
 
 
-def _choice(*choices: str) -> Callable[[str], str]:
+def read_choice(*choices: str) -> Callable[[str], str]:
+    """A reader that accepts exactly `choices` (shared with the controller's settings)."""
+
     def read(value: str) -> str:
         if value not in choices:
             raise ValueError(f"expected one of {', '.join(choices)}")
@@ -167,7 +169,8 @@ def _seconds(value: str) -> float:
     return seconds
 
 
-def _boolean(value: str) -> bool:
+def read_boolean(value: str) -> bool:
+    """true/false, 1/0, yes/no, on/off (shared with the controller's settings)."""
     lowered = value.strip().lower()
     if lowered in ("true", "1", "yes", "on"):
         return True
@@ -209,7 +212,7 @@ def _text(value: str) -> str:
 
 _READERS: dict[str, Callable[[str], object]] = {
     "fetcher_image": _image,
-    "fetcher_image_pull_policy": _choice("Always", "IfNotPresent", "Never"),
+    "fetcher_image_pull_policy": read_choice("Always", "IfNotPresent", "Never"),
     "pvc_name": _pvc_name,
     "mount_path": _mount_path,
     "fetcher_cpu_request": _quantity("cpu"),
@@ -221,7 +224,7 @@ _READERS: dict[str, Callable[[str], object]] = {
     "fetcher_uid": _uid,
     "hf_endpoint": _url,
     "s3_endpoint": _url,
-    "allow_http": _boolean,
+    "allow_http": read_boolean,
     "volume_status": _object_reference,
     "kube_api_url": _url,
     "kube_token_file": _text,
@@ -229,10 +232,10 @@ _READERS: dict[str, Callable[[str], object]] = {
     "host": _text,
     "port": _port,
     "tls_dir": _text,
-    "tls_min_version": _choice("1.2", "1.3"),
+    "tls_min_version": read_choice("1.2", "1.3"),
     "tls_reload_seconds": _seconds,
-    "log_format": _choice("text", "json"),
-    "log_level": _choice("DEBUG", "INFO", "WARNING", "ERROR"),
+    "log_format": read_choice("text", "json"),
+    "log_level": read_choice("DEBUG", "INFO", "WARNING", "ERROR"),
 }
 # Kubernetes service links: a Service named modelcache-* in the namespace puts these in every pod's env.
 _SERVICE_LINK = re.compile(
