@@ -8,6 +8,8 @@ changes (an operator's new PVC is admitted at once), and otherwise every
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import os
 import signal
@@ -26,6 +28,7 @@ from certs.cluster import reconcile_certificates
 from controller import kube
 from controller.config import ControllerSettings, ControllerSettingsError
 from controller.leader import LeaderElector
+from controller.status import NamespaceVolume
 from controller.volumes import plan_volumes
 from webhook.logs import configure_logging
 
@@ -90,13 +93,22 @@ class Controller:
 
     def reconcile_volumes(self, now: datetime) -> None:
         plan = plan_volumes(kube.observe_volumes(self.api, self.settings), self.settings, now=now)
+        failed: dict[str, NamespaceVolume] = {}
         for action in plan.actions:
-            kube.apply_action(self.api, action)
-        kube.write_status(self.api, self.settings, plan.status)
-        if plan.status.problem:
-            log.error("volumes: %s", plan.status.problem)
-        for namespace, entry in plan.status.namespaces.items():
-            if entry.state == "error":
+            try:
+                kube.apply_action(self.api, action)
+            except ApiException as err:  # e.g. a ResourceQuota in that namespace: report it there, go on
+                what = f"{action.verb} {action.kind} {action.name}"
+                message = f"could not {what}: {err.status} {_api_message(err)}"
+                log.error("volumes: %s", message, extra={"namespace": action.serves or "-"})
+                if action.serves:
+                    failed[action.serves] = NamespaceVolume("error", message)
+        status = dataclasses.replace(plan.status, namespaces={**plan.status.namespaces, **failed})
+        kube.write_status(self.api, self.settings, status)
+        if status.problem:
+            log.error("volumes: %s", status.problem)
+        for namespace, entry in status.namespaces.items():
+            if entry.state == "error" and namespace not in failed:
                 log.error("volumes: namespace %s: %s", namespace, entry.message, extra={"namespace": namespace})
 
     def _wake_on(self, watcher: kube.Watcher, stop: threading.Event) -> None:
@@ -108,6 +120,14 @@ class Controller:
             except _API_ERRORS as err:
                 log.warning("watch %s: %s; restarting it", watcher.__name__, err)
                 stop.wait(timeout=RENEW_EVERY)
+
+
+def _api_message(err: ApiException) -> str:
+    """The apiserver's own message (its Status body), which says what refused the request."""
+    try:
+        return str(json.loads(err.body)["message"])
+    except (TypeError, ValueError, KeyError):
+        return str(err.reason)
 
 
 def _serve_health(controller: Controller) -> ThreadingHTTPServer:

@@ -95,6 +95,7 @@ class Action:
     namespace: str = ""
     body: JsonObject | None = None
     reason: str = ""
+    serves: str = ""  # the namespace whose cache volume this is for ("" for clean-up)
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,10 +225,12 @@ def _create_for(namespace: str, observed: Observed, settings: ControllerSettings
     name = clone_volume_name(settings.claim_name, namespace)
     existing = observed.clones.get(name)
     if existing is not None and existing.get("status", {}).get("phase") == "Released":
-        return [Action("delete", "PersistentVolume", name, reason=f"re-created for a new PVC in {namespace}")]
+        reason = f"re-created for a new PVC in {namespace}"
+        return [Action("delete", "PersistentVolume", name, reason=reason, serves=namespace)]
     actions = []
     if existing is None:
-        actions.append(Action("create", "PersistentVolume", name, body=clone_volume(source, namespace, settings)))
+        body = clone_volume(source, namespace, settings)
+        actions.append(Action("create", "PersistentVolume", name, body=body, serves=namespace))
     capacity = source["spec"].get("capacity", {}).get("storage", settings.storage_size)
     actions.append(_claim_action(namespace, settings, storage_class="", volume_name=name, size=capacity))
     return actions
@@ -292,4 +295,6 @@ def _claim_action(
         "metadata": {"name": settings.claim_name, "namespace": namespace, "labels": dict(MANAGED_BY)},
         "spec": spec,
     }
-    return Action("create", "PersistentVolumeClaim", settings.claim_name, namespace=namespace, body=body)
+    return Action(
+        "create", "PersistentVolumeClaim", settings.claim_name, namespace=namespace, body=body, serves=namespace
+    )

@@ -82,6 +82,8 @@ class KubeApi:
         self.token = token
         self.grants = grants
         self.forbidden: list[str] = []  # every refusal, for tests to show
+        # Creates an admission plugin would refuse (a ResourceQuota, a policy): (kind, namespace) -> message.
+        self.refuse_creates: dict[tuple[str, str], str] = {}
         self.url = ""
         self.requests: list[tuple[str, str]] = []  # (method, path) of every request
         self._objects: dict[tuple[str, str, str, str], JsonObject] = {}  # (group, plural, namespace, name)
@@ -261,6 +263,9 @@ class KubeApi:
     async def _dispatch(self, request: web.Request, group: str, plural: str, namespace: str, name: str) -> JsonObject:
         key = (group, plural, namespace, name)
         if request.method == "POST":
+            refusal = self.refuse_creates.get((RESOURCES[group, plural].kind, namespace))
+            if refusal:
+                raise ApiError(403, "Forbidden", refusal)
             return self._create(group, plural, namespace, await request.json())
         if request.method == "DELETE":
             return self._delete(group, plural, namespace, name)

@@ -74,14 +74,16 @@ class VolumeStatusWatcher:
         context: ssl.SSLContext | bool = False
         if self.api_url.startswith("https://"):
             context = ssl.create_default_context(cafile=self.ca_file if os.path.exists(self.ca_file) else None)
-        token = self.token_file.read_text().strip() if self.token_file.exists() else ""
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
         return aiohttp.ClientSession(
             base_url=self.api_url,
-            headers=headers,
             connector=aiohttp.TCPConnector(ssl=context),
             timeout=aiohttp.ClientTimeout(total=None, connect=10, sock_read=WATCH_SECONDS + 30),
         )
+
+    def _headers(self) -> dict[str, str]:
+        """Read the token for each request: projected service account tokens are rotated by the kubelet."""
+        token = self.token_file.read_text().strip() if self.token_file.exists() else ""
+        return {"Authorization": f"Bearer {token}"} if token else {}
 
     @property
     def _path(self) -> str:
@@ -89,7 +91,7 @@ class VolumeStatusWatcher:
 
     async def _list(self, session: aiohttp.ClientSession) -> str:
         params = {"fieldSelector": f"metadata.name={self.name}"}
-        async with session.get(self._path, params=params) as response:
+        async with session.get(self._path, params=params, headers=self._headers()) as response:
             document = await _json(response)
         items = document.get("items") or []
         self._update(items[0] if items else None)
@@ -105,7 +107,7 @@ class VolumeStatusWatcher:
             "allowWatchBookmarks": "true",
             "timeoutSeconds": str(WATCH_SECONDS),
         }
-        async with session.get(self._path, params=params) as response:
+        async with session.get(self._path, params=params, headers=self._headers()) as response:
             if response.status != 200:
                 await _json(response)
             async for line in response.content:

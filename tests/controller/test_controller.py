@@ -385,3 +385,21 @@ def mount_tls_secret(api: KubeApi, webhook: RunningWebhook) -> None:
     assert secret is not None
     data = {key: base64.b64decode(value) for key, value in secret["data"].items()}
     write_tls_dir(webhook.tls_dir, KeyPair(data["tls.crt"], data["tls.key"]), KeyPair(data["ca.crt"]))
+
+
+def test_a_namespace_whose_pvc_is_refused_reports_why_and_the_others_are_served(api: KubeApi) -> None:
+    quota = (
+        'persistentvolumeclaims "modelcache" is forbidden: exceeded quota: storage, requested: '
+        "requests.storage=100Gi, used: requests.storage=0, limited: requests.storage=10Gi"
+    )
+    api.refuse_creates["PersistentVolumeClaim", "team-quota"] = quota
+    model_pod(api, "team-quota")
+    model_pod(api, "team-ok")
+    controller(api, volume_mode="provision", storage_class="nfs-client", manage_certificates=False).step(
+        datetime.now(UTC)
+    )
+    assert api.get("PersistentVolumeClaim", "modelcache", "team-ok") is not None
+    entry = status(api).namespaces["team-quota"]
+    assert entry.state == "error"
+    assert "exceeded quota: storage" in entry.message  # the webhook denies new pods there with this message
+    assert status(api).namespaces["team-ok"].state == "pending"
