@@ -46,15 +46,29 @@ def api() -> Iterator[KubeApi]:
         assert server.forbidden == []
 
 
-@pytest.fixture
-def webhook(api: KubeApi, tmp_path: Path) -> Iterator[RunningWebhook]:
-    token = tmp_path / "token"
-    token.write_text("webhook")
-    env = {
+def watching_env(api: KubeApi, directory: Path, *, token: str) -> dict[str, str]:
+    """Settings that make the webhook watch the volume status through the stand-in with `token`."""
+    token_file = directory / "token"
+    token_file.write_text(token)
+    return {
         "MODELCACHE_VOLUME_STATUS": f"{NS}/modelcache-volumes",
         "MODELCACHE_KUBE_API_URL": api.url,
-        "MODELCACHE_KUBE_TOKEN_FILE": str(token),
+        "MODELCACHE_KUBE_TOKEN_FILE": str(token_file),
     }
+
+
+def storage_class(name: str, provisioner: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "storage.k8s.io/v1",
+        "kind": "StorageClass",
+        "metadata": {"name": name},
+        "provisioner": provisioner,
+    }
+
+
+@pytest.fixture
+def webhook(api: KubeApi, tmp_path: Path) -> Iterator[RunningWebhook]:
+    env = watching_env(api, tmp_path, token="webhook")
     with run_webhook(tmp_path, env=env, log_file=tmp_path / "webhook.log") as running:
         yield running
 
@@ -133,38 +147,18 @@ def test_existing_volumes_deny_until_the_pvc_exists_then_mount_it(api: KubeApi, 
 def test_provision_admits_the_first_pod_of_a_namespace_and_refuses_a_storage_class_without_rwx(
     api: KubeApi, webhook: RunningWebhook
 ) -> None:
-    api.create(
-        {
-            "apiVersion": "storage.k8s.io/v1",
-            "kind": "StorageClass",
-            "metadata": {"name": "gp3"},
-            "provisioner": "ebs.csi.aws.com",
-        }
-    )
+    api.create(storage_class("gp3", "ebs.csi.aws.com"))
     controller(api, volume_mode="provision", storage_class="gp3").step(datetime.now(UTC))
     answer = review_until(webhook, POD, "team-a", denied_with("cannot provide ReadWriteMany"))
     assert "ebs.csi.aws.com" in answer["status"]["message"]
-    api.create(
-        {
-            "apiVersion": "storage.k8s.io/v1",
-            "kind": "StorageClass",
-            "metadata": {"name": "nfs-client"},
-            "provisioner": "cluster.local/nfs-subdir-external-provisioner",
-        }
-    )
+    api.create(storage_class("nfs-client", "cluster.local/nfs-subdir-external-provisioner"))
     controller(api, volume_mode="provision", storage_class="nfs-client").step(datetime.now(UTC))
     answer = review_until(webhook, POD, "team-new", allowed)
     assert claim_of(answer) == "modelcache"
 
 
 def test_the_webhook_is_not_ready_until_it_has_read_the_status(api: KubeApi, tmp_path: Path) -> None:
-    token = tmp_path / "token"
-    token.write_text("wrong-token")
-    env = {
-        "MODELCACHE_VOLUME_STATUS": f"{NS}/modelcache-volumes",
-        "MODELCACHE_KUBE_API_URL": api.url,
-        "MODELCACHE_KUBE_TOKEN_FILE": str(token),
-    }
+    env = watching_env(api, tmp_path, token="wrong-token")
     log = tmp_path / "webhook.log"
     with pytest.raises(TimeoutError), run_webhook(tmp_path, env=env, log_file=log, ready_timeout=5):
         pass  # an API that refuses our token: never ready, so no pod is ever decided without the status
