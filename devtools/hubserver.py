@@ -30,6 +30,8 @@ from pathlib import Path
 
 from aiohttp import web
 
+from devtools.background import BackgroundLoop
+
 CHUNK = 1 << 20
 PAGE_SIZE = 50
 
@@ -152,8 +154,7 @@ class HubServer:
         self.bytes_served = 0
         self.requests: list[tuple[str, str, bool]] = []  # (method, path, had Authorization)
         self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._background: BackgroundLoop | None = None
         self._runners: list[web.AppRunner] = []
         self.url = ""
         self.cdn_url = ""
@@ -167,25 +168,15 @@ class HubServer:
         self.stop()
 
     def start(self) -> None:
-        started = threading.Event()
-
-        def run() -> None:
-            self._loop = asyncio.new_event_loop()
-            self._loop.run_until_complete(self._start())
-            started.set()
-            self._loop.run_forever()
-
-        self._thread = threading.Thread(target=run, name="hub-server", daemon=True)
-        self._thread.start()
-        if not started.wait(30):
-            raise RuntimeError("the Hub server did not start")
+        self._background = BackgroundLoop("hub-server")
+        self._background.run(self._start())
 
     def stop(self) -> None:
-        if self._loop is None or self._thread is None:
+        if self._background is None:
             return
-        asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(30)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(30)
+        self._background.run(self._stop())
+        self._background.close()
+        self._background = None
 
     def reset_counters(self) -> None:
         with self._lock:

@@ -25,6 +25,8 @@ import jsonpatch
 import kubernetes_validate
 from aiohttp import web
 
+from devtools.background import BackgroundLoop
+
 JsonObject = dict[str, Any]
 SCHEMA_VERSION = "1.30.0"
 
@@ -91,31 +93,22 @@ class KubeApi:
         self._version = itertools.count(1000)
         self._lock = threading.Lock()
         self._changed: asyncio.Condition | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._background: BackgroundLoop | None = None
         self._runner: web.AppRunner | None = None
         self._closing = False
 
     # --- lifecycle ----------------------------------------------------------------------------------
     def __enter__(self) -> KubeApi:
-        started = threading.Event()
-
-        def run() -> None:
-            self._loop = asyncio.new_event_loop()
-            self._loop.run_until_complete(self._start())
-            started.set()
-            self._loop.run_forever()
-
-        threading.Thread(target=run, name="kube-api", daemon=True).start()
-        if not started.wait(30):
-            raise RuntimeError("the API stand-in did not start")
+        self._background = BackgroundLoop("kube-api")
+        self._background.run(self._start())
         return self
 
     def __exit__(self, *_: object) -> None:
         self._closing = True  # open watches end, so that shutdown does not wait for their timeouts
         self._notify()
-        if self._loop is not None and self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(30)
-            self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._background is not None and self._runner is not None:
+            self._background.run(self._runner.cleanup())
+            self._background.close()
 
     async def _start(self) -> None:
         self._changed = asyncio.Condition()
@@ -204,7 +197,7 @@ class KubeApi:
         return obj
 
     def _notify(self) -> None:
-        if self._loop is None or self._changed is None:
+        if self._background is None or self._changed is None:
             return
         changed = self._changed
 
@@ -212,7 +205,7 @@ class KubeApi:
             async with changed:
                 changed.notify_all()
 
-        asyncio.run_coroutine_threadsafe(wake(), self._loop)
+        asyncio.run_coroutine_threadsafe(wake(), self._background.loop)
 
     # --- HTTP ---------------------------------------------------------------------------------------
     async def _handle(self, request: web.Request) -> web.StreamResponse:

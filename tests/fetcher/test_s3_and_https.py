@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +14,7 @@ from aiohttp import web
 from moto.server import ThreadedMotoServer
 
 from certs.authority import create_ca, issue_serving_cert, write_tls_dir
+from devtools.background import BackgroundLoop
 from devtools.fetcher_env import fetcher_environment, run_fetcher
 from fetcher import contract
 
@@ -115,19 +114,16 @@ class FileServer:
 
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(self.tls_dir / "tls.crt", self.tls_dir / "tls.key")
-        loop = asyncio.new_event_loop()
+        background = BackgroundLoop("https-file-server")
         app = web.Application()
         app.router.add_route("*", "/{path:.*}", self.handle)
         runner = web.AppRunner(app, access_log=None)
-        loop.run_until_complete(runner.setup())
-        loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context).start())
+        background.run(runner.setup())
+        background.run(web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context).start())
         self.url = f"https://127.0.0.1:{runner.addresses[0][1]}"
-        thread = threading.Thread(target=loop.run_forever, daemon=True)
-        thread.start()
         yield
-        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
+        background.run(runner.cleanup())
+        background.close()
 
 
 @pytest.fixture
