@@ -47,6 +47,7 @@ RESOURCES = {
     ("", "namespaces"): Resource("Namespace", "v1", False),
     ("storage.k8s.io", "storageclasses"): Resource("StorageClass", "storage.k8s.io/v1", False),
     ("coordination.k8s.io", "leases"): Resource("Lease", "coordination.k8s.io/v1", True),
+    ("batch", "jobs"): Resource("Job", "batch/v1", True),
     ("admissionregistration.k8s.io", "mutatingwebhookconfigurations"): Resource(
         "MutatingWebhookConfiguration", "admissionregistration.k8s.io/v1", False
     ),

@@ -10,11 +10,12 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 from fetcher.config import FetchSettings
 from fetcher.errors import FetchError
-from fetcher.fetch import ensure_model
+from fetcher.fetch import ensure_model, record_run
 from fetcher.logs import configure_logging
 
 log = logging.getLogger("fetcher")
@@ -29,16 +30,20 @@ def main() -> int:
         configure_logging(key="-", fmt="text")
         return _fail(err, Path(os.environ.get("MODELCACHE_TERMINATION_LOG", DEFAULT_TERMINATION_LOG)))
     configure_logging(key=settings.key, fmt=settings.log_format)
+    started = time.monotonic()
     try:
         outcome = ensure_model(settings, environ=os.environ)
     except FetchError as err:
+        record_run(settings, None, err, time.monotonic() - started)
         return _fail(err, settings.termination_log)
     except Exception as err:  # a bug: still leave a message that says where to look
         log.exception("unexpected error")
         wrapped = FetchError(f"unexpected {type(err).__name__}: {err}; this is a bug, the log has the traceback")
+        record_run(settings, None, wrapped, time.monotonic() - started)
         return _fail(wrapped, settings.termination_log)
     log.info("%s", outcome.summary())
     _write_termination_log(settings.termination_log, outcome.summary())
+    record_run(settings, outcome, None, outcome.seconds)
     return 0
 
 

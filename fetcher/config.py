@@ -101,7 +101,7 @@ class FetchSettings:
         connect_timeout = reader.number("MODELCACHE_CONNECT_TIMEOUT", 10.0, minimum=0.1)
         read_timeout = reader.number("MODELCACHE_READ_TIMEOUT", 60.0, minimum=0.1)
         shared = reader.flag(contract.SHARED_CACHE_ENV, True)
-        refresh = reader.flag("MODELCACHE_REFRESH", False)
+        refresh = reader.flag(contract.REFRESH_ENV, False)
         log_format = environ.get("MODELCACHE_LOG_FORMAT", "text")
         if log_format not in ("text", "json"):
             problems.append(f"MODELCACHE_LOG_FORMAT={log_format!r}: expected text or json")

@@ -30,6 +30,9 @@ CPU_REQUEST_ANNOTATION = "modelcache.io/fetcher-cpu-request"
 CPU_LIMIT_ANNOTATION = "modelcache.io/fetcher-cpu-limit"
 MEMORY_REQUEST_ANNOTATION = "modelcache.io/fetcher-memory-request"
 MEMORY_LIMIT_ANNOTATION = "modelcache.io/fetcher-memory-limit"
+# For prefetch Jobs (`modelcache refresh --job`): the fetcher re-resolves a branch or tag to its newest
+# commit even when the model is ready. Not for Deployments: every pod start would ask the source.
+REFRESH_ANNOTATION = "modelcache.io/refresh"
 KNOWN_ANNOTATIONS = frozenset(
     {
         MODEL_ANNOTATION,
@@ -41,6 +44,7 @@ KNOWN_ANNOTATIONS = frozenset(
         CPU_LIMIT_ANNOTATION,
         MEMORY_REQUEST_ANNOTATION,
         MEMORY_LIMIT_ANNOTATION,
+        REFRESH_ANNOTATION,
     }
 )
 
@@ -73,6 +77,7 @@ POD_NAMESPACE_ENV = "MODELCACHE_POD_NAMESPACE"
 NODE_NAME_ENV = "MODELCACHE_NODE_NAME"
 HTTP_AUTHORIZATION_ENV = "MODELCACHE_HTTP_AUTHORIZATION"
 ALLOW_HTTP_ENV = "MODELCACHE_ALLOW_HTTP"  # set for http:// sources, which the webhook accepted by setting
+REFRESH_ENV = "MODELCACHE_REFRESH"
 SECRET_NAME_ENV = "MODELCACHE_SECRET_NAME"  # noqa: S105 (a variable name; its value names the Secret in messages)
 
 # Keys of the annotated Secret that reach the init container (and only it), each optional, by scheme:
@@ -603,6 +608,14 @@ def parse_quantity(value: str, *, annotation: str, kind: Literal["cpu", "memory"
     if kind == "memory" and amount < 1:
         raise ContractError(annotation, value, "memory is counted in whole bytes", expected=expected, example=example)
     return amount
+
+
+def parse_flag(value: str, *, annotation: str) -> bool:
+    """An annotation that is true or false, strictly (a typo must not silently mean false)."""
+    word = value.strip().lower()
+    if word in ("true", "false"):
+        return word == "true"
+    raise ContractError(annotation, value, "it is not a boolean", expected='"true" or "false"', example="true")
 
 
 def is_true(value: str) -> bool:

@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING, Literal
 
 from fetcher import contract
 from fetcher.config import FetchSettings
-from fetcher.errors import DiskFullError, TransferError
-from fetcher.layout import CacheLayout, Marker, check_ready, format_bytes, make_shared_dir, record_use
+from fetcher.errors import DiskFullError, FetchError, TransferError
+from fetcher.layout import CacheLayout, Marker, check_ready, format_bytes, make_shared_dir, record_use, tree_bytes
+from fetcher.outcomes import OutcomeRecord, write_outcome
 from fetcher.sources import Plan, RemoteFile, RetryableError, Source
 
 if TYPE_CHECKING:  # the hit path does not import it: it brings threads and the transfer machinery
@@ -91,9 +92,11 @@ def ensure_model(settings: FetchSettings, *, environ: Mapping[str, str]) -> Outc
     started = time.monotonic()
     layout = CacheLayout(settings.cache_root)
     if not settings.refresh:
+        # Use is recorded before the check, never after: the purger removes the marker first and then
+        # looks at the usage time again, so either it sees this use, or this check sees no marker.
+        record_use(layout, settings.key)
         marker = check_ready(layout, settings.key)
         if marker is not None:
-            record_use(layout, settings.key)
             return Outcome.of("hit", settings, marker, started)
     return _fetch_under_lock(settings, layout, environ, started)
 
@@ -115,6 +118,7 @@ def _fetch_under_lock(
         settings.key,
         identity=Identity.here(pod=settings.pod, namespace=settings.namespace, node=settings.node),
         settings=settings.lock,
+        source=settings.source.uri,
     )
     waiting_since = time.monotonic()
     lock.acquire()
@@ -207,7 +211,7 @@ def open_source(settings: FetchSettings, layout: CacheLayout, environ: Mapping[s
 def _download_and_publish(
     settings: FetchSettings, layout: CacheLayout, source: Source, plan: Plan, lock: ModelLock
 ) -> tuple[Marker, int]:
-    from fetcher.locking import LockState, Progress
+    from fetcher.locking import LockState, Progress, RepoGuard
     from fetcher.publish import blob_name, publish_hub, publish_ready, publish_store
     from fetcher.transfer import check_free_space, download_all
 
@@ -219,7 +223,10 @@ def _download_and_publish(
     lock.start_heartbeat(progress, attempt=attempt.name, touch=attempt)
     hub = settings.source if isinstance(settings.source, contract.HubSource) else None
     missing = plan.files
+    guard = None
     if hub is not None:  # blobs another key already published need no download
+        guard = RepoGuard(layout, layout.hub_repo_dir(hub.repo_id).name, timeout=settings.lock.timeout)
+        guard.share()  # held until published, so the purger cannot delete a blob we count on
         blobs = layout.hub_repo_dir(hub.repo_id) / "blobs"
         missing = tuple(f for f in plan.files if not _has_size(blobs / blob_name(f.sha256, f.git_sha1), f.size))
     progress.add(plan.total_bytes - sum(f.size for f in missing))
@@ -241,6 +248,9 @@ def _download_and_publish(
     except DiskFullError:
         shutil.rmtree(attempt, ignore_errors=True)  # give the space back; nothing was published
         raise
+    finally:
+        if guard is not None:
+            guard.release()
     shutil.rmtree(attempt, ignore_errors=True)
     if exclusive:
         _remove_dead_attempts(layout, settings.key)
@@ -260,7 +270,7 @@ def _claim_attempt(layout: CacheLayout, key: str, version: str, *, exclusive: bo
         if entry.name.startswith(version + ".") and entry.is_dir() and os.access(entry, os.W_OK):
             with contextlib.suppress(OSError):
                 if exclusive or now - entry.stat().st_mtime > stale_after:
-                    candidates.append((_tree_bytes(entry), entry))
+                    candidates.append((tree_bytes(entry), entry))
     for size, entry in sorted(candidates, reverse=True):
         try:
             os.rename(entry, mine)  # atomic: one claimant wins
@@ -275,15 +285,6 @@ def _claim_attempt(layout: CacheLayout, key: str, version: str, *, exclusive: bo
 def _remove_dead_attempts(layout: CacheLayout, key: str) -> None:
     for entry in layout.staging_dir(key).iterdir():
         shutil.rmtree(entry, ignore_errors=True)
-
-
-def _tree_bytes(path: Path) -> int:
-    total = 0
-    for directory, _, names in os.walk(path):
-        for name in names:
-            with contextlib.suppress(OSError):
-                total += os.lstat(os.path.join(directory, name)).st_size
-    return total
 
 
 def _staged_bytes(attempt: Path, file: RemoteFile) -> int:
@@ -301,3 +302,27 @@ def _has_size(path: Path, size: int) -> bool:
         return path.stat().st_size == size
     except OSError:
         return False
+
+
+def record_run(settings: FetchSettings, outcome: Outcome | None, error: FetchError | None, seconds: float) -> None:
+    """The outcome record on the shared volume (a pod that opted out has no shared volume to tell)."""
+    if not settings.shared:
+        return
+    write_outcome(
+        CacheLayout(settings.cache_root),
+        OutcomeRecord(
+            kind=outcome.kind if outcome else "failed",
+            key=settings.key,
+            source=settings.source.uri,
+            at=time.time(),
+            version=outcome.version if outcome else "",
+            bytes_downloaded=outcome.bytes_downloaded if outcome else 0,
+            seconds=seconds,
+            waited_seconds=outcome.waited_seconds if outcome else 0.0,
+            reason=error.reason if error else "",
+            message=str(error) if error else "",
+            pod=settings.pod,
+            namespace=settings.namespace,
+            node=settings.node,
+        ),
+    )

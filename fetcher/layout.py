@@ -14,7 +14,8 @@
     ├── locks/<key>.lock                  the per-model lock (fcntl record lock; never deleted)
     ├── owners/<key>.json                 who holds the lock, heartbeat and progress
     ├── staging/<key>/<attempt>/          private downloads; partial files are resumed after a crash
-    └── usage/<key>                       last used: its mtime
+    ├── usage/<key>                       last used: its mtime (touched before every hit check)
+    └── outcomes/<time>-<pid>-<key>.json  one record per fetcher run (fetcher/outcomes.py)
 ```
 
 Nothing under ``hub/``, ``store/`` or ``ready/`` is ever written in place: every file and link appears
@@ -102,6 +103,7 @@ class CacheLayout:
         self.owners = self.state / "owners"
         self.staging = self.state / "staging"
         self.usage = self.state / "usage"
+        self.outcomes = self.state / "outcomes"
 
     def ensure(self) -> None:
         """Create the shared directories, writable by every fetcher."""
@@ -115,6 +117,7 @@ class CacheLayout:
             self.owners,
             self.staging,
             self.usage,
+            self.outcomes,
         ):
             make_shared_dir(directory)
 
@@ -144,6 +147,24 @@ class CacheLayout:
         return self.store / key / version
 
 
+def tree_bytes(path: Path) -> int:
+    """Bytes of the files under `path` (links count as themselves; vanishing files are skipped)."""
+    total = 0
+    for directory, _, names in os.walk(path):
+        for name in names:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(directory, name)).st_size
+    return total
+
+
+def list_names(directory: Path) -> list[str]:
+    """The entries of a directory; none when it does not exist."""
+    try:
+        return os.listdir(directory)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
 def format_bytes(count: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(count) < 1024 or unit == "TiB":
@@ -169,25 +190,48 @@ def read_marker(layout: CacheLayout, key: str) -> Marker | None:
 def check_ready(layout: CacheLayout, key: str) -> Marker | None:
     """The marker if the model is ready: marker readable, MODEL_PATH link right, every file in place.
 
-    Sizes are checked, not digests: a digest check reads the whole model (the admin CLI's verify does).
+    Sizes are checked, not digests: a digest check reads the whole model (`modelcache verify` does).
     """
     marker = read_marker(layout, key)
     if marker is None:
         return None
-    model_dir = layout.root / marker.path
-    link = layout.ready_link(key)
-    try:
-        if os.readlink(link) != os.path.relpath(model_dir, link.parent):
-            log.warning("%s points elsewhere than its marker says; fetching again", link)
-            return None
-        for item in marker.files:
-            if (model_dir / item.path).stat().st_size != item.size:
-                log.warning("%s/%s has the wrong size; fetching again", marker.path, item.path)
-                return None
-    except OSError as err:
-        log.warning("the model of %s is not complete (%s); fetching again", key, err)
+    problem = find_problem(layout, marker)
+    if problem is not None:
+        log.warning("%s; fetching again", problem)
         return None
     return marker
+
+
+def find_problem(layout: CacheLayout, marker: Marker) -> str | None:
+    """What makes a marked model not ready (a wrong link, a missing or short file), or None."""
+    model_dir = layout.root / marker.path
+    link = layout.ready_link(marker.key)
+    try:
+        if os.readlink(link) != os.path.relpath(model_dir, link.parent):
+            return f"{link} points elsewhere than its marker says"
+        for item in marker.files:
+            if (model_dir / item.path).stat().st_size != item.size:
+                return f"{marker.path}/{item.path} has the wrong size"
+    except OSError as err:
+        return f"the model of {marker.key} is not complete ({err})"
+    return None
+
+
+def usage_stamp(layout: CacheLayout, key: str) -> tuple[int, int, int] | None:
+    """The usage file's identity and times (inode, mtime, ctime in ns), or None when there is none.
+
+    Read through open() + fstat(), not stat(): NFS revalidates attributes on open (close-to-open
+    consistency), while a plain stat() may answer from a cache seconds old.
+    """
+    try:
+        fd = os.open(layout.usage_path(key), os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        info = os.fstat(fd)
+    finally:
+        os.close(fd)
+    return info.st_ino, info.st_mtime_ns, info.st_ctime_ns
 
 
 def record_use(layout: CacheLayout, key: str) -> None:
@@ -197,9 +241,13 @@ def record_use(layout: CacheLayout, key: str) -> None:
     try:
         os.utime(path, (now, now))
     except FileNotFoundError:
-        with contextlib.suppress(FileExistsError):
+        try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
-            os.close(fd)
+        except FileExistsError:
+            return
+        except FileNotFoundError:
+            return  # a cache no fetcher has set up yet: there is nothing to use
+        os.close(fd)
     except PermissionError:
         # Another UID made it; a touch needs ownership. Replace it by a file of ours (atomic).
         write_atomically(path, b"")

@@ -40,7 +40,9 @@ from fetcher.layout import CacheLayout, format_bytes, write_atomically
 
 log = logging.getLogger(__name__)
 # struct flock {short l_type; short l_whence; off_t l_start; off_t l_len; pid_t l_pid;} padded to 32 bytes.
-_FLOCK = struct.pack("@hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
+_FLOCK_FORMAT = "@hhqqi4x"
+_FLOCK = struct.pack(_FLOCK_FORMAT, fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
+_FLOCK_SHARED = struct.pack(_FLOCK_FORMAT, fcntl.F_RDLCK, os.SEEK_SET, 0, 0, 0)
 _HELD = (errno.EAGAIN, errno.EACCES)
 _UNSUPPORTED = (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP)
 
@@ -95,9 +97,11 @@ class ModelLock:
         *,
         identity: Identity,
         settings: LockSettings,
+        source: str = "",
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.key = key
+        self.source = source
         self.path = layout.lock_path(key)
         self.owner_path = layout.owner_path(key)
         self.identity = identity
@@ -110,6 +114,25 @@ class ModelLock:
         self.state: LockState | None = None
 
     # --- taking and releasing ---------------------------------------------------------------------
+    def try_acquire(self, *, purpose: str) -> LockState | None:
+        """One attempt without waiting, for the admin tools: the state, or None when someone holds it.
+
+        `purpose` goes into the owner record ("purge", "rm"), so that a fetcher waiting meanwhile logs
+        what holds the lock.
+        """
+        self._open()
+        try:
+            if not self._try_lock():
+                self.release()
+                return None
+        except _LocksUnsupportedError:
+            self.release()
+            return LockState.UNSUPPORTED
+        self.state = LockState.HELD
+        self._acquired_at = time.time()
+        self._write_record(Progress(), attempt=purpose)
+        return self.state
+
     def acquire(self) -> LockState:
         """Wait for the lock (raises LockTimeoutError after the timeout)."""
         if not self.settings.enabled:
@@ -178,6 +201,7 @@ class ModelLock:
         record = {
             **asdict(self.identity),
             "key": self.key,
+            "source": self.source,
             "attempt": attempt,
             "started_at": self._acquired_at,
             "heartbeat_at": time.time(),
@@ -271,6 +295,110 @@ class ModelLock:
 
 class _LocksUnsupportedError(OSError):
     pass
+
+
+def lock_is_held(layout: CacheLayout, key: str) -> bool | None:
+    """Whether some process holds the lock of `key`, without taking it (None: cannot tell here).
+
+    F_OFD_GETLK (or F_GETLK) asks the kernel, and on NFS the lock manager, about a conflicting lock;
+    nothing is taken, so a fetcher about to lock never sees us.
+    """
+    try:
+        fd = os.open(layout.lock_path(key), os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return None
+    try:
+        commands = [fcntl.F_OFD_GETLK] if hasattr(fcntl, "F_OFD_GETLK") else []
+        for command in [*commands, fcntl.F_GETLK]:
+            try:
+                answer = fcntl.fcntl(fd, command, _FLOCK)
+            except OSError as err:
+                if err.errno == errno.EINVAL:
+                    continue
+                return None
+            return bool(struct.unpack(_FLOCK_FORMAT, answer)[0] != fcntl.F_UNLCK)
+        return None
+    finally:
+        os.close(fd)
+
+
+class RepoGuard:
+    """A reader-writer lock over the shared blobs of one Hub repository.
+
+    Keys of one repository (other revisions, other include sets) share its blobs/: a fetcher counts
+    a blob that is already there as downloaded. So fetchers hold this lock shared from planning their
+    download to publishing it, and the purger deletes blobs only while it holds the lock exclusively
+    (without waiting: when a download of the repository is under way, its blobs wait for the next round).
+    """
+
+    def __init__(self, layout: CacheLayout, folder: str, *, poll: float = 0.2, timeout: float = 3600.0) -> None:
+        """`folder`: the repository's folder under hub/ (models--<org>--<name>)."""
+        self.path = layout.locks / f"hub.{folder}.lock"
+        self.poll = poll
+        self.timeout = timeout
+        self._fd: int | None = None
+
+    def share(self) -> bool:
+        """Wait for the shared lock (the purger holds it exclusively for seconds at most).
+
+        False when the filesystem has no record locks: then nothing guards the blobs, and the purger
+        (which cannot take this lock either) leaves them alone.
+        """
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        with contextlib.suppress(PermissionError):
+            os.fchmod(self._fd, 0o666)
+        started = time.monotonic()
+        while True:
+            held = self._set(_FLOCK_SHARED)
+            if held is not False:
+                return bool(held)
+            if time.monotonic() - started >= self.timeout:
+                raise LockTimeoutError(
+                    f"gave up after {self.timeout:.0f} s waiting for {self.path.name}, which the purger holds while "
+                    "it deletes unused blobs of this repository; a purger should hold it for seconds only"
+                )
+            time.sleep(self.poll * random.uniform(0.5, 1.5))  # noqa: S311 (jitter, not crypto)
+
+    def try_exclusive(self) -> bool:
+        """One attempt at the exclusive lock; False when a fetcher holds it or locks do not work here."""
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        with contextlib.suppress(PermissionError):
+            os.fchmod(self._fd, 0o666)
+        if self._set(_FLOCK):
+            return True
+        self.release()
+        return False
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def _set(self, request: bytes) -> bool | None:
+        """True: locked; False: a conflicting lock is held; None: no record locks on this filesystem."""
+        fd = self._fd
+        if fd is None:
+            raise RuntimeError("the repository lock file is not open")
+        command = fcntl.F_OFD_SETLK if hasattr(fcntl, "F_OFD_SETLK") else fcntl.F_SETLK
+        try:
+            fcntl.fcntl(fd, command, request)
+            return True
+        except OSError as err:
+            if err.errno in _HELD:
+                return False
+            if err.errno == errno.EINVAL and command != fcntl.F_SETLK:
+                try:
+                    fcntl.fcntl(fd, fcntl.F_SETLK, request)
+                    return True
+                except OSError as again:
+                    err = again
+                if err.errno in _HELD:
+                    return False
+            if err.errno in (*_UNSUPPORTED, errno.EINVAL):
+                return None
+            raise
 
 
 def _attempt(take: Callable[[], object], *, fall_back_on_einval: bool) -> bool | None:

@@ -14,7 +14,8 @@ class _KeyFilter(logging.Filter):
         self.key = key
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.model_key = self.key
+        if not hasattr(record, "model_key"):  # the admin tools name the key of each line themselves
+            record.model_key = self.key
         return True
 
 

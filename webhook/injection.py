@@ -57,6 +57,7 @@ class ModelRequest:
     secret: str | None
     resources: tuple[tuple[str, str, str], ...]  # (section, kind, quantity): immutable, as it is cached
     warnings: tuple[str, ...]
+    refresh: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +158,9 @@ def _read_request_cached(ours: tuple[tuple[str, str], ...], settings: Settings) 
     secret = None
     if c.SECRET_ANNOTATION in annotations:
         secret = attempt(c.parse_secret_name, annotations[c.SECRET_ANNOTATION])
+    refresh = False
+    if c.REFRESH_ANNOTATION in annotations:
+        refresh = bool(attempt(c.parse_flag, annotations[c.REFRESH_ANNOTATION], annotation=c.REFRESH_ANNOTATION))
     resources = _resources(annotations, settings, problems)
     if problems or source is None:
         raise DenialError("modelcache: " + " ".join(problems))
@@ -169,6 +173,7 @@ def _read_request_cached(ours: tuple[tuple[str, str], ...], settings: Settings) 
         secret=secret,
         resources=resources,
         warnings=_annotation_warnings(annotations, source),
+        refresh=refresh,
     )
 
 
@@ -354,6 +359,8 @@ def _fetcher_container(
     ]
     if request.include:
         env.append({"name": c.INCLUDE_ENV, "value": ",".join(request.include)})
+    if request.refresh:
+        env.append({"name": c.REFRESH_ENV, "value": "true"})
     if settings.hf_endpoint and isinstance(request.source, c.HubSource):
         env.append({"name": "HF_ENDPOINT", "value": settings.hf_endpoint})
     if isinstance(request.source, c.HttpSource) and request.source.scheme == "http":

@@ -1,0 +1,560 @@
+"""`modelcache`: see, warm, refresh, verify and purge a model cache directory (and ask the cluster).
+
+Runs wherever the cache volume is mounted (a debug pod, the cache agent, a node) with
+``--cache DIR`` or MODELCACHE_CACHE_ROOT. Commands that need the cluster (live pods, Jobs) use the
+pod's service account or the current kubeconfig context. Exit codes: 0 done, 1 something was found
+wrong or refused (the output says what), 2 bad usage; a failed prefetch exits with the fetcher's code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, TextIO
+
+from admin.progress import Meter
+from admin.purge import Decision, PurgePolicy, format_duration, format_size, plan_purge
+from fetcher import contract
+from fetcher.errors import FetchError
+from fetcher.inventory import CachedModel, describe, free_space, list_models, verify_model
+from fetcher.layout import CacheLayout, read_marker
+from fetcher.locking import Identity
+from fetcher.removal import (
+    RemovalRefusedError,
+    busy_repositories,
+    collect_garbage,
+    discard_damaged,
+    remove_model,
+)
+
+log = logging.getLogger("modelcache")
+_KEY = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*(%|[KMGTP]i?)?B?", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "p": 10**15}
+_SIZE_UNITS |= {f"{u}i": 1024 ** (i + 1) for i, u in enumerate("kmgtp")}
+DEFAULT_UNUSED_FOR = "1w"  # MLIS's purgeUnusedCachedModelsAfter default
+DEFAULT_STAGING_AFTER = "1d"
+DEFAULT_OUTCOMES_AFTER = "1w"
+
+
+class UsageError(Exception):
+    """Bad arguments: exit 2 with the message."""
+
+
+def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    parser = _parser()
+    args = parser.parse_args(argv)
+    _configure_logging(args.log_format)
+    try:
+        code: int = args.run(args, out)
+    except UsageError as err:
+        sys.stderr.write(f"modelcache {args.command}: {err}\n")
+        return 2
+    except FetchError as err:
+        sys.stderr.write(f"modelcache {args.command}: {err.reason}: {err}\n")
+        return err.exit_code
+    return code
+
+
+# --- ls -----------------------------------------------------------------------------------------------
+def cmd_ls(args: argparse.Namespace, out: TextIO) -> int:
+    layout = _layout(args)
+    models = list_models(layout)
+    pods = _live_pods(args) if args.pods else None
+    if args.json:
+        free, total = free_space(layout)
+        document = {
+            "cache": str(layout.root),
+            "free_bytes": free,
+            "total_bytes": total,
+            "models": [_model_json(m, pods) for m in models],
+        }
+        json.dump(document, out, indent=1)
+        out.write("\n")
+        return 0
+    now = time.time()
+    rows = [["SOURCE", "STATE", "SIZE", "LAST USED", "VERSION", *(["PODS"] if pods is not None else []), "KEY"]]
+    for model in models:
+        row = [
+            model.source or "?",
+            _state_text(model, now),
+            format_size(model.size) if model.size else "-",
+            f"{format_duration(now - model.last_used)} ago" if model.last_used else "never",
+            model.version[:12] or "-",
+        ]
+        if pods is not None:
+            row.append(", ".join(pods.get(model.key, [])) or "-")
+        rows.append([*row, model.key])
+    _table(rows, out)
+    free, total = free_space(layout)
+    out.write(f"{len(models)} model(s), {format_size(sum(m.size for m in models))}; ")
+    out.write(f"free {format_size(free)} of {format_size(total)}\n")
+    return 0
+
+
+def _state_text(model: CachedModel, now: float) -> str:
+    if model.state == "downloading" and model.download is not None:
+        done = model.download.percent
+        progress = f" {done}%" if done is not None else ""
+        quiet = now - model.download.heartbeat_at if model.download.heartbeat_at else 0
+        stale = f", no heartbeat for {format_duration(quiet)}" if quiet > 60 else ""
+        return f"downloading{progress} ({model.download.holder}{stale})"
+    if model.state == "interrupted":
+        return f"interrupted ({format_size(model.staging_bytes)} staged)" if model.staging_bytes else "interrupted"
+    if model.state == "corrupt":
+        return f"corrupt: {model.problem}"
+    return model.state
+
+
+def _model_json(model: CachedModel, pods: dict[str, list[str]] | None) -> dict[str, Any]:
+    data = asdict(model)
+    if pods is not None:
+        data["pods"] = pods.get(model.key, [])
+    return data
+
+
+# --- verify -------------------------------------------------------------------------------------------
+def cmd_verify(args: argparse.Namespace, out: TextIO) -> int:
+    layout = _layout(args)
+    keys = [_key(layout, value, args.include) for value in args.models] or [m.key for m in list_models(layout)]
+    results: dict[str, list[str]] = {}  # key -> problems found
+    for key in keys:
+        marker = read_marker(layout, key)
+        if marker is None:
+            results[key] = ["not ready: no ready marker (see `modelcache ls`)"]
+            continue
+        with Meter(f"verify {marker.source}", marker.total_bytes, stream=sys.stderr) as meter:
+            results[key] = [str(d) for d in verify_model(layout, marker, progress=meter.add)]
+    bad = {key: problems for key, problems in results.items() if problems}
+    repaired: dict[str, str] = {}  # key -> the fetcher's summary
+    unrepaired: dict[str, str] = {}  # key -> why not
+    for key in bad if args.repair else ():
+        marker = read_marker(layout, key)
+        if marker is None:
+            unrepaired[key] = "no ready marker says what it was: `modelcache prefetch <uri>` fetches it again"
+            continue
+        try:
+            repaired[key] = _fetch(layout, marker.source, marker.include, refresh=False, repair=True)
+        except (RemovalRefusedError, FetchError) as err:
+            unrepaired[key] = f"not repaired: {err}"
+    if args.json:
+        document = {
+            k: {"problems": v, "repaired": repaired.get(k), "not_repaired": unrepaired.get(k)}
+            for k, v in results.items()
+        }
+        json.dump({"models": document}, out)
+        out.write("\n")
+    else:
+        for key, problems in results.items():
+            status = "ok" if not problems else ("repaired" if key in repaired else "CORRUPT")
+            out.write(f"{status:9} {key}\n")
+            for problem in problems:
+                out.write(f"          {problem}\n")
+            if key in repaired or key in unrepaired:
+                out.write(f"          {repaired.get(key) or unrepaired[key]}\n")
+    return 1 if any(k not in repaired for k in bad) else 0
+
+
+# --- prefetch / refresh -------------------------------------------------------------------------------
+def cmd_prefetch(args: argparse.Namespace, out: TextIO) -> int:
+    refresh = args.command == "refresh"
+    try:
+        source = contract.parse_source(args.uri, allow_http=args.allow_http)
+        include = contract.parse_include(",".join(args.include)) if args.include else ()
+    except contract.ContractError as err:
+        raise UsageError(str(err)) from err
+    if args.job or args.apply:
+        from admin.cluster import create_job, prefetch_job
+
+        job = prefetch_job(
+            source, namespace=args.namespace, image=args.image, include=include, secret=args.secret, refresh=refresh
+        )
+        if args.apply:
+            out.write(create_job(_api(), job) + "\n")
+        else:
+            json.dump(job, out, indent=2)
+            out.write("\n")
+        return 0
+    out.write(_fetch(_layout(args), source.uri, include, refresh=refresh, allow_http=args.allow_http) + "\n")
+    return 0
+
+
+def _fetch(
+    layout: CacheLayout,
+    uri: str,
+    include: tuple[str, ...],
+    *,
+    refresh: bool,
+    repair: bool = False,
+    allow_http: bool = False,
+) -> str:
+    """Run the fetcher in this process, on this cache, with a progress bar fed by its owner record."""
+    from fetcher.config import FetchSettings
+    from fetcher.fetch import ensure_model, record_run
+
+    source = contract.parse_source(uri, allow_http=True)
+    key = contract.model_key(source, include)
+    root = str(layout.root)
+    env = {
+        **os.environ,  # credentials and endpoints: HF_TOKEN, HF_ENDPOINT, AWS_*, MODELCACHE_HTTP_AUTHORIZATION
+        contract.SOURCE_ENV: uri,
+        contract.MODEL_KEY_ENV: key,
+        contract.CACHE_ROOT_ENV: root,
+        contract.MODEL_PATH_ENV: contract.model_path(root, key),
+        contract.SHARED_CACHE_ENV: "true",
+        contract.POD_NAME_ENV: f"modelcache-cli@{socket.gethostname()}",
+        contract.REFRESH_ENV: "true" if refresh else "false",
+        "MODELCACHE_HEARTBEAT": "0.5",
+    }
+    if include:
+        env[contract.INCLUDE_ENV] = ",".join(include)
+    if allow_http or (isinstance(source, contract.HttpSource) and source.scheme == "http"):
+        env[contract.ALLOW_HTTP_ENV] = "true"
+    if repair:
+        marker = read_marker(layout, key)
+        damaged = [d.file for d in verify_model(layout, marker)] if marker else []
+        discard_damaged(layout, key, damaged, identity=_identity("verify"))
+    settings = FetchSettings.from_env(env)
+    _configure_logging(_LOG_FORMAT[0], key=key)
+    outcome: list[Any] = []
+    failure: list[BaseException] = []
+
+    def work() -> None:
+        started = time.monotonic()
+        try:
+            outcome.append(ensure_model(settings, environ=env))
+        except FetchError as err:
+            record_run(settings, None, err, time.monotonic() - started)
+            failure.append(err)
+        except BaseException as err:  # noqa: BLE001 (re-raised in the caller's thread)
+            failure.append(err)
+        else:
+            record_run(settings, outcome[0], None, outcome[0].seconds)
+
+    worker = threading.Thread(target=work, name="modelcache-fetch")
+    worker.start()
+    _follow(layout, key, worker, label=f"{'refresh' if refresh else 'fetch'} {uri}")
+    if failure:
+        raise failure[0]
+    summary: str = outcome[0].summary()
+    return summary
+
+
+def _follow(layout: CacheLayout, key: str, worker: threading.Thread, *, label: str) -> None:
+    """Show the download's progress, read from the owner record the fetcher's heartbeat writes."""
+    with Meter(label, 0, stream=sys.stderr) as meter:
+        while worker.is_alive():
+            worker.join(0.5)
+            model = describe(layout, key)
+            if model.download is not None and model.download.bytes_total:
+                meter.update(model.download.bytes_done, model.download.bytes_total)
+
+
+# --- purge / rm ---------------------------------------------------------------------------------------
+def cmd_purge(args: argparse.Namespace, out: TextIO) -> int:
+    layout = _layout(args)
+    pods_now: Callable[[], dict[str, list[str]]] = (lambda: {}) if args.no_pod_check else (lambda: _live_pods(args))
+    result = purge(
+        layout,
+        unused_for=_duration(args.unused_for, "--unused-for"),
+        min_free=args.min_free,
+        staging_after=_duration(args.staging_after, "--staging-after"),
+        dry_run=args.dry_run,
+        live_pods=pods_now,
+        identity=_identity("purge"),
+    )
+    if args.json:
+        json.dump(result, out, indent=1)
+        out.write("\n")
+        return 0
+    verb = "would remove" if args.dry_run else "removed"
+    for item in result["models"]:
+        action = verb if item["remove"] else "keep"
+        if item.get("refused"):
+            action = "kept"
+        out.write(f"{action:12} {item['source'] or item['key']}: {item['reason']}{item.get('refused') or ''}\n")
+    for item in result["leftovers"]:
+        out.write(f"{verb:12} {item['path']}: {item['reason']} ({format_size(item['bytes'])})\n")
+    out.write(f"{'would free' if args.dry_run else 'freed'} {format_size(result['freed_bytes'])}\n")
+    return 0
+
+
+def purge(
+    layout: CacheLayout,
+    *,
+    unused_for: float,
+    min_free: str | None,
+    staging_after: float,
+    dry_run: bool,
+    live_pods: Callable[[], dict[str, list[str]]],
+    identity: Identity,
+    now: float | None = None,
+) -> dict[str, Any]:
+    """One purge round: decide, remove under each model's lock with a re-check of live pods, clean leftovers."""
+    moment = time.time() if now is None else now
+    models = list_models(layout)
+    free, total = free_space(layout)
+    policy = PurgePolicy(unused_for=unused_for, min_free_bytes=_min_free(min_free, total))
+    in_use = live_pods()
+    decisions = plan_purge(models, in_use=in_use, now=moment, policy=policy, free_bytes=free)
+    busy = busy_repositories(layout, in_use)
+    report: list[dict[str, Any]] = []
+    freed = 0
+    for decision in decisions:
+        item = {"key": decision.key, "source": decision.model.source, "remove": decision.remove}
+        item["reason"] = decision.reason
+        if decision.remove and not dry_run:
+            freed += _remove_decided(layout, decision, item, live_pods, identity, policy, busy)
+        elif decision.remove:
+            freed += decision.model.size
+        report.append(item)
+    leftovers = collect_garbage(
+        layout,
+        identity=identity,
+        staging_after=staging_after,
+        outcomes_after=_duration(DEFAULT_OUTCOMES_AFTER, "outcomes"),
+        in_use=set(in_use),
+        dry_run=dry_run,
+    )
+    freed += sum(item.bytes for item in leftovers)
+    return {
+        "models": report,
+        "leftovers": [asdict(item) for item in leftovers],
+        "freed_bytes": freed,
+        "dry_run": dry_run,
+    }
+
+
+def _remove_decided(
+    layout: CacheLayout,
+    decision: Decision,
+    item: dict[str, Any],
+    live_pods: Callable[[], dict[str, list[str]]],
+    identity: Identity,
+    policy: PurgePolicy,
+    busy: set[str],
+) -> int:
+    def recheck() -> str | None:
+        pods = live_pods().get(decision.key)
+        return f"a pod started using it meanwhile ({', '.join(pods)})" if pods else None
+
+    watermark = decision.reason.startswith("free space")
+    try:
+        removed = remove_model(
+            layout,
+            decision.key,
+            reason=decision.reason,
+            identity=identity,
+            idle_for=None if watermark else policy.unused_for,
+            recheck=recheck,
+            busy_repos=busy,
+        )
+    except RemovalRefusedError as err:
+        item["remove"] = False
+        item["refused"] = f"; not removed: {err}"
+        log.info("kept %s: %s", decision.key, err, extra={"model_key": decision.key})
+        return 0
+    item["freed_bytes"] = removed.freed
+    item["deferred"] = removed.deferred
+    return removed.freed
+
+
+def cmd_rm(args: argparse.Namespace, out: TextIO) -> int:
+    layout = _layout(args)
+    key = _key(layout, args.model, args.include)
+    in_use: dict[str, list[str]] = {} if args.no_pod_check else _live_pods(args)
+    if not args.no_pod_check:
+        pods = in_use.get(key)
+        if pods and not args.force:
+            out.write(f"refused: {key} is in use by {', '.join(pods)}; delete those pods first, or --force\n")
+            return 1
+
+    def recheck() -> str | None:
+        if args.no_pod_check or args.force:
+            return None
+        pods = _live_pods(args).get(key)
+        return f"a pod started using it meanwhile ({', '.join(pods)})" if pods else None
+
+    try:
+        removed = remove_model(
+            layout,
+            key,
+            reason="removed by modelcache rm",
+            identity=_identity("rm"),
+            recheck=recheck,
+            force=args.force,
+            busy_repos=busy_repositories(layout, set(in_use) - {key}),
+        )
+    except RemovalRefusedError as err:
+        out.write(f"refused: {err}\n")
+        return 1
+    out.write(f"removed {key}: {format_size(removed.freed)} freed\n")
+    for note in removed.deferred:
+        out.write(f"  {note}\n")
+    return 0
+
+
+# --- helpers ------------------------------------------------------------------------------------------
+def _layout(args: argparse.Namespace) -> CacheLayout:
+    root = args.cache or os.environ.get(contract.CACHE_ROOT_ENV, "")
+    if not root:
+        raise UsageError(f"no cache directory: pass --cache DIR or set {contract.CACHE_ROOT_ENV}")
+    path = Path(root)
+    if not path.is_dir():
+        raise UsageError(f"--cache {root!r} is not a directory; pass the cache volume's mount path")
+    return CacheLayout(path.absolute())
+
+
+def _key(layout: CacheLayout, value: str, include: Sequence[str]) -> str:
+    """A model URI (with the same include patterns the pods use) or a key as `modelcache ls` shows it."""
+    if "://" in value:
+        try:
+            source = contract.parse_source(value, allow_http=True)
+            patterns = contract.parse_include(",".join(include)) if include else ()
+        except contract.ContractError as err:
+            raise UsageError(str(err)) from err
+        return contract.model_key(source, patterns)
+    if _KEY.fullmatch(value) and value in {m.key for m in list_models(layout)}:
+        return value
+    raise UsageError(
+        f"{value!r} is neither a model URI (hf://org/name[@revision], s3://bucket/prefix, https://...) nor a key "
+        "in this cache; `modelcache ls` lists the keys"
+    )
+
+
+def _live_pods(args: argparse.Namespace) -> dict[str, list[str]]:
+    from admin.cluster import live_pods_by_key
+
+    try:
+        return live_pods_by_key(_api())
+    except Exception as err:
+        raise UsageError(
+            f"cannot list pods through the Kubernetes API ({type(err).__name__}: {str(err)[:300]}); a model may be "
+            "removed only when no live pod uses it. Fix the access (in a pod: its service account needs "
+            "pods list across namespaces), or pass --no-pod-check if no pod can use this cache"
+        ) from err
+
+
+def _api() -> Any:
+    from controller.kube import connect
+
+    return connect()
+
+
+def _identity(command: str) -> Identity:
+    return Identity.here(
+        pod=os.environ.get(contract.POD_NAME_ENV) or f"modelcache-{command}@{socket.gethostname()}",
+        namespace=os.environ.get(contract.POD_NAMESPACE_ENV, ""),
+        node=os.environ.get(contract.NODE_NAME_ENV, ""),
+    )
+
+
+def _duration(value: str, option: str) -> float:
+    from controller.config import parse_duration
+
+    try:
+        return parse_duration(value).total_seconds()
+    except ValueError as err:
+        raise UsageError(f"{option} {value!r}: {err}") from err
+
+
+def _min_free(value: str | None, total: int) -> int:
+    """'50Gi', '200G', '10%' (of the volume) -> bytes; None -> no watermark."""
+    if not value:
+        return 0
+    match = _SIZE.fullmatch(value.strip())
+    if not match:
+        raise UsageError(f"--min-free {value!r}: expected a size such as 50Gi or 200G, or a share such as 10%")
+    number, unit = float(match[1]), (match[2] or "")
+    if unit == "%":
+        if number > 100:
+            raise UsageError(f"--min-free {value!r}: a share of the volume is at most 100%")
+        return int(total * number / 100)
+    return int(number * _SIZE_UNITS[unit.lower()])
+
+
+def _table(rows: list[list[str]], out: TextIO) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        out.write("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() + "\n")
+
+
+_LOG_FORMAT = ["text"]
+
+
+def _configure_logging(fmt: str, *, key: str = "-") -> None:
+    """The fetcher's format: every line names a model key ("-" for lines about the whole cache)."""
+    from fetcher.logs import configure_logging
+
+    _LOG_FORMAT[0] = fmt
+    configure_logging(key=key, fmt=fmt)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="modelcache", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cache", help=f"the cache directory (default: ${contract.CACHE_ROOT_ENV})")
+    parser.add_argument("--log-format", choices=("text", "json"), default="text")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    ls = commands.add_parser("ls", help="every model: source, state, size, last use (and pods with --pods)")
+    ls.add_argument("--json", action="store_true", help="one JSON document, for scripts")
+    ls.add_argument("--pods", action="store_true", help="ask the cluster which live pods use each model")
+    ls.set_defaults(run=cmd_ls)
+
+    for name, text in (
+        ("prefetch", "warm the cache with a model ahead of a rollout"),
+        ("refresh", "re-resolve a branch or tag (@main) to its newest commit and fetch it"),
+    ):
+        command = commands.add_parser(name, help=text)
+        command.add_argument("uri", help="hf://org/name[@revision], s3://bucket/prefix or https://...")
+        command.add_argument("--include", action="append", default=[], help="include patterns, as the pods set them")
+        command.add_argument("--allow-http", action="store_true", help="accept an http:// source")
+        command.add_argument("--job", action="store_true", help="print a Kubernetes Job that does it in the cluster")
+        command.add_argument("--apply", action="store_true", help="create that Job through the current context")
+        command.add_argument("--namespace", default="default", help="the Job's namespace (whose cache PVC it warms)")
+        command.add_argument("--image", default="modelcache-fetcher:0.1.0", help="the Job container's image")
+        command.add_argument("--secret", help="a Secret with the source's credentials, as modelcache.io/secret")
+        command.set_defaults(run=cmd_prefetch)
+
+    verify = commands.add_parser("verify", help="re-hash models against their recorded digests")
+    verify.add_argument("models", nargs="*", help="URIs or keys (default: every model)")
+    verify.add_argument("--include", action="append", default=[])
+    verify.add_argument("--repair", action="store_true", help="fetch again the files found corrupt")
+    verify.add_argument("--json", action="store_true")
+    verify.set_defaults(run=cmd_verify)
+
+    purge_command = commands.add_parser("purge", help="remove models no live pod used for --unused-for")
+    purge_command.add_argument("--unused-for", default=DEFAULT_UNUSED_FOR, help="s, m, h, d or w (default 1w)")
+    purge_command.add_argument("--min-free", help="watermark: evict least recently used models below this (50Gi, 10%%)")
+    purge_command.add_argument(
+        "--staging-after", default=DEFAULT_STAGING_AFTER, help="remove dead download attempts this old (default 1d)"
+    )
+    purge_command.add_argument("--dry-run", action="store_true", help="show what would go; remove nothing")
+    purge_command.add_argument(
+        "--no-pod-check", action="store_true", help="do not ask the cluster for live pods (only if none can use it)"
+    )
+    purge_command.add_argument("--json", action="store_true")
+    purge_command.set_defaults(run=cmd_purge)
+
+    rm = commands.add_parser("rm", help="remove one model, refusing while it is in use or locked")
+    rm.add_argument("model", help="a URI or a key")
+    rm.add_argument("--include", action="append", default=[])
+    rm.add_argument("--force", action="store_true", help="remove even when in use or locked")
+    rm.add_argument("--no-pod-check", action="store_true", help="do not ask the cluster for live pods")
+    rm.set_defaults(run=cmd_rm)
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(main())

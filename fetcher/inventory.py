@@ -1,0 +1,213 @@
+"""What is in a cache directory: every model key with its state, size, last use and download, and verify.
+
+Read-only and standard library only: `modelcache ls`, `verify`, the purger and the cache agent's
+metrics share it. A key is found through any trace it leaves (marker, owner record, staging attempt,
+store directory, ready link), so an interrupted download shows up as well as a ready model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Literal
+
+from fetcher.layout import CacheLayout, Marker, ModelFile, find_problem, list_names, read_marker, tree_bytes
+from fetcher.locking import lock_is_held
+from fetcher.outcomes import OutcomeRecord, read_outcomes
+
+State = Literal["ready", "downloading", "interrupted", "corrupt"]
+_HASH_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class Download:
+    """The lock holder's owner record: who, doing what, how far."""
+
+    holder: str  # namespace/pod on node (pid)
+    activity: str  # a staging attempt's name, or what an admin command is doing ("purge", "rm")
+    bytes_done: int
+    bytes_total: int
+    heartbeat_at: float  # the holder's wall clock
+
+    @property
+    def percent(self) -> int | None:
+        return self.bytes_done * 100 // self.bytes_total if self.bytes_total else None
+
+
+@dataclass(frozen=True, slots=True)
+class CachedModel:
+    key: str
+    state: State
+    source: str = ""  # "" when only an interrupted attempt is left and nothing names the source
+    version: str = ""
+    path: str = ""
+    files: int = 0
+    size: int = 0  # bytes of the ready model (files shared with another key of the repo count for both)
+    staging_bytes: int = 0  # bytes of unfinished attempts under .modelcache/staging/<key>
+    published_at: float | None = None
+    last_used: float | None = None
+    locked: bool | None = None  # None: this filesystem cannot tell
+    download: Download | None = None
+    problem: str = ""  # why a model is corrupt or interrupted
+    last_outcome: OutcomeRecord | None = None
+
+    @property
+    def idle_since(self) -> float | None:
+        """When it was last needed: its last use, else its publication (a model never used since)."""
+        return self.last_used if self.last_used is not None else self.published_at
+
+
+def list_models(layout: CacheLayout) -> list[CachedModel]:
+    """Every key in the cache, sorted by key."""
+    outcomes: dict[str, OutcomeRecord] = {}
+    for _, record in read_outcomes(layout):
+        outcomes[record.key] = record  # oldest first: the newest wins
+    return [describe(layout, key, last_outcome=outcomes.get(key)) for key in sorted(_keys(layout))]
+
+
+def describe(layout: CacheLayout, key: str, *, last_outcome: OutcomeRecord | None = None) -> CachedModel:
+    """The state of one key, read from its traces on the volume."""
+    marker = read_marker(layout, key)
+    locked = lock_is_held(layout, key)
+    base = CachedModel(
+        key,
+        "interrupted",
+        download=_download(layout, key) if locked else None,
+        staging_bytes=tree_bytes(layout.staging_dir(key)),
+        last_used=_mtime(layout.usage_path(key)),
+        locked=locked,
+        last_outcome=last_outcome,
+    )
+    if marker is not None:
+        problem = find_problem(layout, marker) or ""
+        state: State = "corrupt" if problem else "ready"
+        if problem and base.download is not None:
+            state = "downloading"
+        return replace(
+            base,
+            state=state,
+            source=marker.source,
+            version=marker.version,
+            path=marker.path,
+            files=len(marker.files),
+            size=marker.total_bytes,
+            published_at=marker.published_at,
+            problem=problem,
+        )
+    source = _owner_source(layout, key) or (last_outcome.source if last_outcome else "")
+    if base.download is not None:
+        return replace(base, state="downloading", source=source)
+    return replace(base, source=source, problem="no ready marker: a download or a removal stopped before it finished")
+
+
+@dataclass(frozen=True, slots=True)
+class Damage:
+    """One problem `verify` found: a file (relative to the model directory; "" for the whole model)."""
+
+    file: str
+    problem: str
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.problem}" if self.file else self.problem
+
+
+def verify_model(layout: CacheLayout, marker: Marker, *, progress: Callable[[int], None] | None = None) -> list[Damage]:
+    """Re-hash every file against the marker's digests; the problems found (empty: intact).
+
+    Hub files carry a sha256 (LFS) or a git blob sha1 (small files); S3 and HTTPS files carry a sha256
+    when the source declared one, else only their size is checked.
+    """
+    problems: list[Damage] = []
+    model_dir = layout.root / marker.path
+    for item in marker.files:
+        problem = _verify_file(model_dir / item.path, item, progress)
+        if problem:
+            problems.append(Damage(item.path, problem))
+    link_problem = find_problem(layout, marker)
+    if link_problem is not None and not problems:
+        problems.append(Damage("", link_problem))
+    return problems
+
+
+def _verify_file(path: Path, item: ModelFile, progress: Callable[[int], None] | None) -> str:
+    sha256 = hashlib.sha256() if item.sha256 else None
+    sha1 = hashlib.sha1(f"blob {item.size}\0".encode(), usedforsecurity=False) if item.git_sha1 else None
+    size = 0
+    try:
+        with path.open("rb") as handle:
+            while chunk := handle.read(_HASH_CHUNK):
+                size += len(chunk)
+                for digest in (sha256, sha1):
+                    if digest is not None:
+                        digest.update(chunk)
+                if progress is not None:
+                    progress(len(chunk))
+    except OSError as err:
+        return f"cannot be read ({err.strerror or err})"
+    if size != item.size:
+        return f"{size} bytes, expected {item.size}"
+    if sha256 is not None and item.sha256 and sha256.hexdigest() != item.sha256.lower():
+        return f"sha256 {sha256.hexdigest()}, expected {item.sha256}"
+    if sha1 is not None and item.git_sha1 and not item.sha256 and sha1.hexdigest() != item.git_sha1.lower():
+        return f"git blob sha1 {sha1.hexdigest()}, expected {item.git_sha1}"
+    return ""
+
+
+def free_space(layout: CacheLayout) -> tuple[int, int]:
+    """(free bytes for unprivileged writers, total bytes) of the cache volume."""
+    stats = os.statvfs(layout.root)
+    return stats.f_bavail * stats.f_frsize, stats.f_blocks * stats.f_frsize
+
+
+def _keys(layout: CacheLayout) -> set[str]:
+    keys: set[str] = set()
+    for directory, suffix in ((layout.markers, ".json"), (layout.owners, ".json")):
+        keys.update(n[: -len(suffix)] for n in list_names(directory) if n.endswith(suffix) and not n.startswith("."))
+    for directory in (layout.staging, layout.store, layout.ready_dir):
+        keys.update(n for n in list_names(directory) if not n.startswith("."))
+    return keys
+
+
+def _download(layout: CacheLayout, key: str) -> Download | None:
+    owner = _owner(layout, key)
+    if owner is None:
+        return Download("an unknown holder (no owner record yet)", "", 0, 0, 0.0)
+    holder = f"{owner.get('namespace') or '?'}/{owner.get('pod') or '?'} on {owner.get('node') or '?'}"
+    return Download(
+        holder=f"{holder} (pid {owner.get('pid', '?')})",
+        activity=str(owner.get("attempt") or ""),
+        bytes_done=_int(owner.get("bytes_done")),
+        bytes_total=_int(owner.get("bytes_total")),
+        heartbeat_at=float(_int(owner.get("heartbeat_at"))),
+    )
+
+
+def _owner(layout: CacheLayout, key: str) -> dict[str, object] | None:
+    try:
+        data = json.loads(layout.owner_path(key).read_bytes())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _owner_source(layout: CacheLayout, key: str) -> str:
+    owner = _owner(layout, key)
+    return str(owner.get("source") or "") if owner else ""
+
+
+def _int(value: object) -> int:
+    try:
+        return int(float(str(value)))
+    except ValueError:
+        return 0
+
+
+def _mtime(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return None
