@@ -9,6 +9,7 @@ wrong or refused (the output says what), 2 bad usage; a failed prefetch exits wi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -36,9 +37,9 @@ from fetcher.removal import (
     discard_damaged,
     remove_model,
 )
+from webhook.config import DEFAULT_FETCHER_IMAGE
 
 log = logging.getLogger("modelcache")
-_KEY = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*(%|[KMGTP]i?)?B?", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "p": 10**15}
 _SIZE_UNITS |= {f"{u}i": 1024 ** (i + 1) for i, u in enumerate("kmgtp")}
@@ -425,8 +426,9 @@ def _key(layout: CacheLayout, value: str, include: Sequence[str]) -> str:
         except contract.ContractError as err:
             raise UsageError(str(err)) from err
         return contract.model_key(source, patterns)
-    if _KEY.fullmatch(value) and value in {m.key for m in list_models(layout)}:
-        return value
+    with contextlib.suppress(ValueError):
+        if contract.check_model_key(value) in {m.key for m in list_models(layout)}:
+            return value
     raise UsageError(
         f"{value!r} is neither a model URI (hf://org/name[@revision], s3://bucket/prefix, https://...) nor a key "
         "in this cache; `modelcache ls` lists the keys"
@@ -523,7 +525,7 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--job", action="store_true", help="print a Kubernetes Job that does it in the cluster")
         command.add_argument("--apply", action="store_true", help="create that Job through the current context")
         command.add_argument("--namespace", default="default", help="the Job's namespace (whose cache PVC it warms)")
-        command.add_argument("--image", default="modelcache-fetcher:0.1.0", help="the Job container's image")
+        command.add_argument("--image", default=DEFAULT_FETCHER_IMAGE, help="the Job container's image")
         command.add_argument("--secret", help="a Secret with the source's credentials, as modelcache.io/secret")
         command.set_defaults(run=cmd_prefetch)
 
