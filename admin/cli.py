@@ -24,11 +24,19 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from admin.progress import Meter
-from admin.purge import Decision, PurgePolicy, format_duration, format_size, plan_purge
+from admin.purge import Decision, PurgePolicy, format_duration, plan_purge
 from fetcher import contract
 from fetcher.errors import FetchError
-from fetcher.inventory import CachedModel, describe, free_space, list_models, verify_model
-from fetcher.layout import CacheLayout, read_marker
+from fetcher.inventory import (
+    CachedModel,
+    Damage,
+    current_download,
+    free_space,
+    list_models,
+    model_keys,
+    verify_model,
+)
+from fetcher.layout import CacheLayout, format_bytes, read_marker
 from fetcher.locking import Identity
 from fetcher.removal import (
     RemovalRefusedError,
@@ -90,7 +98,7 @@ def cmd_ls(args: argparse.Namespace, out: TextIO) -> int:
         row = [
             model.source or "?",
             _state_text(model, now),
-            format_size(model.size) if model.size else "-",
+            format_bytes(model.size) if model.size else "-",
             f"{format_duration(now - model.last_used)} ago" if model.last_used else "never",
             model.version[:12] or "-",
         ]
@@ -99,8 +107,8 @@ def cmd_ls(args: argparse.Namespace, out: TextIO) -> int:
         rows.append([*row, model.key])
     _table(rows, out)
     free, total = free_space(layout)
-    out.write(f"{len(models)} model(s), {format_size(sum(m.size for m in models))}; ")
-    out.write(f"free {format_size(free)} of {format_size(total)}\n")
+    out.write(f"{len(models)} model(s), {format_bytes(sum(m.size for m in models))}; ")
+    out.write(f"free {format_bytes(free)} of {format_bytes(total)}\n")
     return 0
 
 
@@ -112,7 +120,7 @@ def _state_text(model: CachedModel, now: float) -> str:
         stale = f", no heartbeat for {format_duration(quiet)}" if quiet > 60 else ""
         return f"downloading{progress} ({model.download.holder}{stale})"
     if model.state == "interrupted":
-        return f"interrupted ({format_size(model.staging_bytes)} staged)" if model.staging_bytes else "interrupted"
+        return f"interrupted ({format_bytes(model.staging_bytes)} staged)" if model.staging_bytes else "interrupted"
     if model.state == "corrupt":
         return f"corrupt: {model.problem}"
     return model.state
@@ -129,14 +137,14 @@ def _model_json(model: CachedModel, pods: dict[str, list[str]] | None) -> dict[s
 def cmd_verify(args: argparse.Namespace, out: TextIO) -> int:
     layout = _layout(args)
     keys = [_key(layout, value, args.include) for value in args.models] or [m.key for m in list_models(layout)]
-    results: dict[str, list[str]] = {}  # key -> problems found
+    results: dict[str, list[Damage]] = {}  # key -> problems found
     for key in keys:
         marker = read_marker(layout, key)
         if marker is None:
-            results[key] = ["not ready: no ready marker (see `modelcache ls`)"]
+            results[key] = [Damage("", "not ready: no ready marker (see `modelcache ls`)")]
             continue
         with Meter(f"verify {marker.source}", marker.total_bytes, stream=sys.stderr) as meter:
-            results[key] = [str(d) for d in verify_model(layout, marker, progress=meter.add)]
+            results[key] = verify_model(layout, marker, progress=meter.add)
     bad = {key: problems for key, problems in results.items() if problems}
     repaired: dict[str, str] = {}  # key -> the fetcher's summary
     unrepaired: dict[str, str] = {}  # key -> why not
@@ -146,12 +154,13 @@ def cmd_verify(args: argparse.Namespace, out: TextIO) -> int:
             unrepaired[key] = "no ready marker says what it was: `modelcache prefetch <uri>` fetches it again"
             continue
         try:
-            repaired[key] = _fetch(layout, marker.source, marker.include, refresh=False, repair=True)
+            discard_damaged(layout, key, [d.file for d in bad[key]], identity=_identity("verify"))
+            repaired[key] = _fetch(layout, marker.source, marker.include, refresh=False, log_format=args.log_format)
         except (RemovalRefusedError, FetchError) as err:
             unrepaired[key] = f"not repaired: {err}"
     if args.json:
         document = {
-            k: {"problems": v, "repaired": repaired.get(k), "not_repaired": unrepaired.get(k)}
+            k: {"problems": [str(d) for d in v], "repaired": repaired.get(k), "not_repaired": unrepaired.get(k)}
             for k, v in results.items()
         }
         json.dump({"models": document}, out)
@@ -187,7 +196,8 @@ def cmd_prefetch(args: argparse.Namespace, out: TextIO) -> int:
             json.dump(job, out, indent=2)
             out.write("\n")
         return 0
-    out.write(_fetch(_layout(args), source.uri, include, refresh=refresh, allow_http=args.allow_http) + "\n")
+    layout = _layout(args)
+    out.write(_fetch(layout, source.uri, include, refresh=refresh, log_format=args.log_format) + "\n")
     return 0
 
 
@@ -197,8 +207,7 @@ def _fetch(
     include: tuple[str, ...],
     *,
     refresh: bool,
-    repair: bool = False,
-    allow_http: bool = False,
+    log_format: str,
 ) -> str:
     """Run the fetcher in this process, on this cache, with a progress bar fed by its owner record."""
     from fetcher.config import FetchSettings
@@ -220,14 +229,10 @@ def _fetch(
     }
     if include:
         env[contract.INCLUDE_ENV] = ",".join(include)
-    if allow_http or (isinstance(source, contract.HttpSource) and source.scheme == "http"):
+    if isinstance(source, contract.HttpSource) and source.scheme == "http":  # the caller accepted it
         env[contract.ALLOW_HTTP_ENV] = "true"
-    if repair:
-        marker = read_marker(layout, key)
-        damaged = [d.file for d in verify_model(layout, marker)] if marker else []
-        discard_damaged(layout, key, damaged, identity=_identity("verify"))
     settings = FetchSettings.from_env(env)
-    _configure_logging(_LOG_FORMAT[0], key=key)
+    _configure_logging(log_format, key=key)
     outcome: list[Any] = []
     failure: list[BaseException] = []
 
@@ -257,9 +262,9 @@ def _follow(layout: CacheLayout, key: str, worker: threading.Thread, *, label: s
     with Meter(label, 0, stream=sys.stderr) as meter:
         while worker.is_alive():
             worker.join(0.5)
-            model = describe(layout, key)
-            if model.download is not None and model.download.bytes_total:
-                meter.update(model.download.bytes_done, model.download.bytes_total)
+            download = current_download(layout, key)  # only the owner record: no lock probe, no tree walk
+            if download.bytes_total:
+                meter.update(download.bytes_done, download.bytes_total)
 
 
 # --- purge / rm ---------------------------------------------------------------------------------------
@@ -286,8 +291,8 @@ def cmd_purge(args: argparse.Namespace, out: TextIO) -> int:
             action = "kept"
         out.write(f"{action:12} {item['source'] or item['key']}: {item['reason']}{item.get('refused') or ''}\n")
     for item in result["leftovers"]:
-        out.write(f"{verb:12} {item['path']}: {item['reason']} ({format_size(item['bytes'])})\n")
-    out.write(f"{'would free' if args.dry_run else 'freed'} {format_size(result['freed_bytes'])}\n")
+        out.write(f"{verb:12} {item['path']}: {item['reason']} ({format_bytes(item['bytes'])})\n")
+    out.write(f"{'would free' if args.dry_run else 'freed'} {format_bytes(result['freed_bytes'])}\n")
     return 0
 
 
@@ -400,7 +405,7 @@ def cmd_rm(args: argparse.Namespace, out: TextIO) -> int:
     except RemovalRefusedError as err:
         out.write(f"refused: {err}\n")
         return 1
-    out.write(f"removed {key}: {format_size(removed.freed)} freed\n")
+    out.write(f"removed {key}: {format_bytes(removed.freed)} freed\n")
     for note in removed.deferred:
         out.write(f"  {note}\n")
     return 0
@@ -427,7 +432,7 @@ def _key(layout: CacheLayout, value: str, include: Sequence[str]) -> str:
             raise UsageError(str(err)) from err
         return contract.model_key(source, patterns)
     with contextlib.suppress(ValueError):
-        if contract.check_model_key(value) in {m.key for m in list_models(layout)}:
+        if contract.check_model_key(value) in model_keys(layout):
             return value
     raise UsageError(
         f"{value!r} is neither a model URI (hf://org/name[@revision], s3://bucket/prefix, https://...) nor a key "
@@ -492,14 +497,10 @@ def _table(rows: list[list[str]], out: TextIO) -> None:
         out.write("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() + "\n")
 
 
-_LOG_FORMAT = ["text"]
-
-
 def _configure_logging(fmt: str, *, key: str = "-") -> None:
     """The fetcher's format: every line names a model key ("-" for lines about the whole cache)."""
     from fetcher.logs import configure_logging
 
-    _LOG_FORMAT[0] = fmt
     configure_logging(key=key, fmt=fmt)
 
 

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from fetcher.inventory import CachedModel
+from fetcher.layout import format_bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +57,7 @@ def plan_purge(
             decisions[model.key] = Decision(
                 model,
                 True,
-                f"free space {format_size(free_bytes)} is below the watermark {format_size(policy.min_free_bytes)}; "
+                f"free space {format_bytes(free_bytes)} is below the watermark {format_bytes(policy.min_free_bytes)}; "
                 f"least recently used (idle {format_duration(now - (model.idle_since or now))})",
             )
     return [decisions[m.key] for m in models]
@@ -93,9 +94,3 @@ def format_duration(seconds: float) -> str:
         if len(parts) == 2:
             break
     return " ".join(parts)
-
-
-def format_size(count: int) -> str:
-    from fetcher.layout import format_bytes
-
-    return format_bytes(count)

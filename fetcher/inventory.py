@@ -66,7 +66,7 @@ def list_models(layout: CacheLayout) -> list[CachedModel]:
     outcomes: dict[str, OutcomeRecord] = {}
     for _, record in read_outcomes(layout):
         outcomes[record.key] = record  # oldest first: the newest wins
-    return [describe(layout, key, last_outcome=outcomes.get(key)) for key in sorted(_keys(layout))]
+    return [describe(layout, key, last_outcome=outcomes.get(key)) for key in sorted(model_keys(layout))]
 
 
 def describe(layout: CacheLayout, key: str, *, last_outcome: OutcomeRecord | None = None) -> CachedModel:
@@ -76,7 +76,7 @@ def describe(layout: CacheLayout, key: str, *, last_outcome: OutcomeRecord | Non
     base = CachedModel(
         key,
         "interrupted",
-        download=_download(layout, key) if locked else None,
+        download=current_download(layout, key) if locked else None,
         staging_bytes=tree_bytes(layout.staging_dir(key)),
         last_used=_mtime(layout.usage_path(key)),
         locked=locked,
@@ -163,7 +163,8 @@ def free_space(layout: CacheLayout) -> tuple[int, int]:
     return stats.f_bavail * stats.f_frsize, stats.f_blocks * stats.f_frsize
 
 
-def _keys(layout: CacheLayout) -> set[str]:
+def model_keys(layout: CacheLayout) -> set[str]:
+    """Every key that left a trace: marker, owner record, staging attempt, store directory or ready link."""
     keys: set[str] = set()
     for directory, suffix in ((layout.markers, ".json"), (layout.owners, ".json")):
         keys.update(n[: -len(suffix)] for n in list_names(directory) if n.endswith(suffix) and not n.startswith("."))
@@ -172,7 +173,8 @@ def _keys(layout: CacheLayout) -> set[str]:
     return keys
 
 
-def _download(layout: CacheLayout, key: str) -> Download | None:
+def current_download(layout: CacheLayout, key: str) -> Download:
+    """What the lock holder's owner record says (call it when the lock is held)."""
     owner = _owner(layout, key)
     if owner is None:
         return Download("an unknown holder (no owner record yet)", "", 0, 0, 0.0)

@@ -218,9 +218,7 @@ class ModelLock:
 
     # --- the fcntl lock -----------------------------------------------------------------------------
     def _open(self) -> None:
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
-        with contextlib.suppress(PermissionError):
-            os.fchmod(self._fd, 0o666)  # another UID's fetcher must be able to open it too
+        self._fd = _open_lock_file(self.path)
 
     @property
     def _descriptor(self) -> int:
@@ -297,6 +295,14 @@ class _LocksUnsupportedError(OSError):
     pass
 
 
+def _open_lock_file(path: Path) -> int:
+    """Open (or create) a lock file that every fetcher UID can open too."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    with contextlib.suppress(PermissionError):
+        os.fchmod(fd, 0o666)  # the umask took some bits; another UID's fetcher must be able to open it
+    return fd
+
+
 def lock_is_held(layout: CacheLayout, key: str) -> bool | None:
     """Whether some process holds the lock of `key`, without taking it (None: cannot tell here).
 
@@ -346,9 +352,7 @@ class RepoGuard:
         False when the filesystem has no record locks: then nothing guards the blobs, and the purger
         (which cannot take this lock either) leaves them alone.
         """
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
-        with contextlib.suppress(PermissionError):
-            os.fchmod(self._fd, 0o666)
+        self._fd = _open_lock_file(self.path)
         started = time.monotonic()
         while True:
             held = self._set(_FLOCK_SHARED)
@@ -363,9 +367,7 @@ class RepoGuard:
 
     def try_exclusive(self) -> bool:
         """One attempt at the exclusive lock; False when a fetcher holds it or locks do not work here."""
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
-        with contextlib.suppress(PermissionError):
-            os.fchmod(self._fd, 0o666)
+        self._fd = _open_lock_file(self.path)
         if self._set(_FLOCK):
             return True
         self.release()

@@ -130,23 +130,20 @@ def _remove_locked(
         if had_marker:
             os.rename(aside, marker_path)
         raise RemovalRefusedError(f"{key} was not removed: {problem}")
+    if had_marker:
+        os.unlink(aside)  # from here on a crash leaves an unready model, which the purge cleans up
     removed = Removed(key, reason)
     with contextlib.suppress(FileNotFoundError):
         layout.ready_link(key).unlink()
     removed.freed += _discard(layout, layout.store / key)
     removed.freed += _discard(layout, layout.staging_dir(key))
     if marker is not None and marker.path.startswith(contract.HUB_DIR + "/"):
-        folder = Path(marker.path).parts[1]
-        if had_marker:
-            os.unlink(aside)  # the other keys' markers decide what of the repository stays
-            had_marker = False
+        folder = Path(marker.path).parts[1]  # the other keys' markers decide what of the repository stays
         freed, deferred = collect_hub_repo(layout, folder, busy=folder in busy_repos)
         removed.freed += freed
         removed.deferred.extend(deferred)
     with contextlib.suppress(FileNotFoundError):
         layout.usage_path(key).unlink()
-    if had_marker:
-        os.unlink(aside)
     log.info(
         "removed %s (%s): %s freed%s",
         key,
