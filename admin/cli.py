@@ -1,6 +1,6 @@
 """`modelcache`: see, warm, refresh, verify and purge a model cache directory (and ask the cluster).
 
-Runs wherever the cache volume is mounted (a debug pod, the cache agent, a node) with
+Runs wherever the cache volume is mounted (a debug pod, the cache agent, a CronJob, a node) with
 ``--cache DIR`` or MODELCACHE_CACHE_ROOT. Commands that need the cluster (live pods, Jobs) use the
 pod's service account or the current kubeconfig context. Exit codes: 0 done, 1 something was found
 wrong or refused (the output says what), 2 bad usage; a failed prefetch exits with the fetcher's code.
@@ -13,10 +13,8 @@ import contextlib
 import json
 import logging
 import os
-import re
 import socket
 import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
@@ -24,13 +22,12 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from admin.progress import Meter
-from admin.purge import Decision, PurgePolicy, format_duration, plan_purge
+from admin.purge import PurgePolicy, format_duration, parse_size, run_purge
 from fetcher import contract
 from fetcher.errors import FetchError
 from fetcher.inventory import (
     CachedModel,
     Damage,
-    current_download,
     free_space,
     list_models,
     model_keys,
@@ -41,19 +38,16 @@ from fetcher.locking import Identity
 from fetcher.removal import (
     RemovalRefusedError,
     busy_repositories,
-    collect_garbage,
     discard_damaged,
     remove_model,
 )
 from webhook.config import DEFAULT_FETCHER_IMAGE
 
 log = logging.getLogger("modelcache")
-_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*(%|[KMGTP]i?)?B?", re.IGNORECASE)
-_SIZE_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "p": 10**15}
-_SIZE_UNITS |= {f"{u}i": 1024 ** (i + 1) for i, u in enumerate("kmgtp")}
 DEFAULT_UNUSED_FOR = "1w"  # MLIS's purgeUnusedCachedModelsAfter default
 DEFAULT_STAGING_AFTER = "1d"
 DEFAULT_OUTCOMES_AFTER = "1w"
+_PODS_NAMESPACE_HELP = "ask only this namespace for live pods: for a cache volume no other namespace mounts"
 
 
 class UsageError(Exception):
@@ -201,81 +195,33 @@ def cmd_prefetch(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def _fetch(
-    layout: CacheLayout,
-    uri: str,
-    include: tuple[str, ...],
-    *,
-    refresh: bool,
-    log_format: str,
-) -> str:
-    """Run the fetcher in this process, on this cache, with a progress bar fed by its owner record."""
-    from fetcher.config import FetchSettings
-    from fetcher.fetch import ensure_model, record_run
-
-    source = contract.parse_source(uri, allow_http=True)
-    key = contract.model_key(source, include)
-    root = str(layout.root)
-    env = {
-        **os.environ,  # credentials and endpoints: HF_TOKEN, HF_ENDPOINT, AWS_*, MODELCACHE_HTTP_AUTHORIZATION
-        contract.SOURCE_ENV: uri,
-        contract.MODEL_KEY_ENV: key,
-        contract.CACHE_ROOT_ENV: root,
-        contract.MODEL_PATH_ENV: contract.model_path(root, key),
-        contract.SHARED_CACHE_ENV: "true",
-        contract.POD_NAME_ENV: f"modelcache-cli@{socket.gethostname()}",
-        contract.REFRESH_ENV: "true" if refresh else "false",
-        "MODELCACHE_HEARTBEAT": "0.5",
-    }
-    if include:
-        env[contract.INCLUDE_ENV] = ",".join(include)
-    if isinstance(source, contract.HttpSource) and source.scheme == "http":  # the caller accepted it
-        env[contract.ALLOW_HTTP_ENV] = "true"
-    settings = FetchSettings.from_env(env)
-    _configure_logging(log_format, key=key)
-    outcome: list[Any] = []
-    failure: list[BaseException] = []
-
-    def work() -> None:
-        started = time.monotonic()
-        try:
-            outcome.append(ensure_model(settings, environ=env))
-        except FetchError as err:
-            record_run(settings, None, err, time.monotonic() - started)
-            failure.append(err)
-        except BaseException as err:  # noqa: BLE001 (re-raised in the caller's thread)
-            failure.append(err)
-        else:
-            record_run(settings, outcome[0], None, outcome[0].seconds)
-
-    worker = threading.Thread(target=work, name="modelcache-fetch")
-    worker.start()
-    _follow(layout, key, worker, label=f"{'refresh' if refresh else 'fetch'} {uri}")
-    if failure:
-        raise failure[0]
-    summary: str = outcome[0].summary()
-    return summary
-
-
-def _follow(layout: CacheLayout, key: str, worker: threading.Thread, *, label: str) -> None:
-    """Show the download's progress, read from the owner record the fetcher's heartbeat writes."""
-    with Meter(label, 0, stream=sys.stderr) as meter:
-        while worker.is_alive():
-            worker.join(0.5)
-            download = current_download(layout, key)  # only the owner record: no lock probe, no tree walk
-            if download.bytes_total:
-                meter.update(download.bytes_done, download.bytes_total)
+def _fetch(layout: CacheLayout, uri: str, include: tuple[str, ...], *, refresh: bool, log_format: str) -> str:
+    """The fetcher in this process: only where the fetcher's libraries are (its image, `pip install '.[cli]'`)."""
+    try:
+        from admin.localfetch import fetch
+    except ImportError as err:  # the webhook image: it purges and measures, it does not download
+        raise UsageError(
+            f"this installation cannot download ({err.name} is missing): run prefetch, refresh and verify --repair "
+            "from the fetcher image or after `pip install 'modelcache[cli]'`, or use `prefetch --job`"
+        ) from err
+    _configure_logging(log_format, key=contract.model_key(contract.parse_source(uri, allow_http=True), include))
+    return fetch(layout, uri, include, refresh=refresh)
 
 
 # --- purge / rm ---------------------------------------------------------------------------------------
 def cmd_purge(args: argparse.Namespace, out: TextIO) -> int:
     layout = _layout(args)
     pods_now: Callable[[], dict[str, list[str]]] = (lambda: {}) if args.no_pod_check else (lambda: _live_pods(args))
-    result = purge(
+    _, total = free_space(layout)
+    try:
+        min_free = parse_size(args.min_free or "", total)
+    except ValueError as err:
+        raise UsageError(f"--min-free {args.min_free!r}: {err}") from err
+    result = run_purge(
         layout,
-        unused_for=_duration(args.unused_for, "--unused-for"),
-        min_free=args.min_free,
+        policy=PurgePolicy(unused_for=_duration(args.unused_for, "--unused-for"), min_free_bytes=min_free),
         staging_after=_duration(args.staging_after, "--staging-after"),
+        outcomes_after=_duration(DEFAULT_OUTCOMES_AFTER, "outcomes"),
         dry_run=args.dry_run,
         live_pods=pods_now,
         identity=_identity("purge"),
@@ -294,86 +240,6 @@ def cmd_purge(args: argparse.Namespace, out: TextIO) -> int:
         out.write(f"{verb:12} {item['path']}: {item['reason']} ({format_bytes(item['bytes'])})\n")
     out.write(f"{'would free' if args.dry_run else 'freed'} {format_bytes(result['freed_bytes'])}\n")
     return 0
-
-
-def purge(
-    layout: CacheLayout,
-    *,
-    unused_for: float,
-    min_free: str | None,
-    staging_after: float,
-    dry_run: bool,
-    live_pods: Callable[[], dict[str, list[str]]],
-    identity: Identity,
-    now: float | None = None,
-) -> dict[str, Any]:
-    """One purge round: decide, remove under each model's lock with a re-check of live pods, clean leftovers."""
-    moment = time.time() if now is None else now
-    models = list_models(layout)
-    free, total = free_space(layout)
-    policy = PurgePolicy(unused_for=unused_for, min_free_bytes=_min_free(min_free, total))
-    in_use = live_pods()
-    decisions = plan_purge(models, in_use=in_use, now=moment, policy=policy, free_bytes=free)
-    busy = busy_repositories(layout, in_use)
-    report: list[dict[str, Any]] = []
-    freed = 0
-    for decision in decisions:
-        item = {"key": decision.key, "source": decision.model.source, "remove": decision.remove}
-        item["reason"] = decision.reason
-        if decision.remove and not dry_run:
-            freed += _remove_decided(layout, decision, item, live_pods, identity, policy, busy)
-        elif decision.remove:
-            freed += decision.model.size
-        report.append(item)
-    leftovers = collect_garbage(
-        layout,
-        identity=identity,
-        staging_after=staging_after,
-        outcomes_after=_duration(DEFAULT_OUTCOMES_AFTER, "outcomes"),
-        in_use=set(in_use),
-        dry_run=dry_run,
-    )
-    freed += sum(item.bytes for item in leftovers)
-    return {
-        "models": report,
-        "leftovers": [asdict(item) for item in leftovers],
-        "freed_bytes": freed,
-        "dry_run": dry_run,
-    }
-
-
-def _remove_decided(
-    layout: CacheLayout,
-    decision: Decision,
-    item: dict[str, Any],
-    live_pods: Callable[[], dict[str, list[str]]],
-    identity: Identity,
-    policy: PurgePolicy,
-    busy: set[str],
-) -> int:
-    def recheck() -> str | None:
-        pods = live_pods().get(decision.key)
-        return f"a pod started using it meanwhile ({', '.join(pods)})" if pods else None
-
-    watermark = decision.reason.startswith("free space")
-    try:
-        removed = remove_model(
-            layout,
-            decision.key,
-            reason=decision.reason,
-            identity=identity,
-            idle_for=None if watermark else policy.unused_for,
-            recheck=recheck,
-            busy_repos=busy,
-        )
-    except RemovalRefusedError as err:
-        item["remove"] = False
-        item["refused"] = f"; not removed: {err}"
-        log.info("kept %s: %s", decision.key, err, extra={"model_key": decision.key})
-        return 0
-    item["freed_bytes"] = removed.freed
-    item["deferred"] = removed.deferred
-    return removed.freed
 
 
 def cmd_rm(args: argparse.Namespace, out: TextIO) -> int:
@@ -411,6 +277,23 @@ def cmd_rm(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+# --- agent --------------------------------------------------------------------------------------------
+def cmd_agent(args: argparse.Namespace, out: TextIO) -> int:
+    from admin.agent import AgentSettings, AgentSettingsError
+    from admin.agent import main as run_agent
+
+    environ = dict(os.environ)
+    if args.cache:
+        environ[contract.CACHE_ROOT_ENV] = args.cache
+    try:
+        settings = AgentSettings.from_env(environ)
+    except AgentSettingsError as err:
+        raise UsageError(str(err)) from err
+    _configure_logging(settings.log_format)
+    logging.getLogger().setLevel(settings.log_level)
+    return run_agent(settings)
+
+
 # --- helpers ------------------------------------------------------------------------------------------
 def _layout(args: argparse.Namespace) -> CacheLayout:
     root = args.cache or os.environ.get(contract.CACHE_ROOT_ENV, "")
@@ -444,7 +327,7 @@ def _live_pods(args: argparse.Namespace) -> dict[str, list[str]]:
     from admin.cluster import live_pods_by_key
 
     try:
-        return live_pods_by_key(_api())
+        return live_pods_by_key(_api(), getattr(args, "pods_namespace", None) or "")
     except Exception as err:
         raise UsageError(
             f"cannot list pods through the Kubernetes API ({type(err).__name__}: {str(err)[:300]}); a model may be "
@@ -476,21 +359,6 @@ def _duration(value: str, option: str) -> float:
         raise UsageError(f"{option} {value!r}: {err}") from err
 
 
-def _min_free(value: str | None, total: int) -> int:
-    """'50Gi', '200G', '10%' (of the volume) -> bytes; None -> no watermark."""
-    if not value:
-        return 0
-    match = _SIZE.fullmatch(value.strip())
-    if not match:
-        raise UsageError(f"--min-free {value!r}: expected a size such as 50Gi or 200G, or a share such as 10%")
-    number, unit = float(match[1]), (match[2] or "")
-    if unit == "%":
-        if number > 100:
-            raise UsageError(f"--min-free {value!r}: a share of the volume is at most 100%")
-        return int(total * number / 100)
-    return int(number * _SIZE_UNITS[unit.lower()])
-
-
 def _table(rows: list[list[str]], out: TextIO) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
@@ -513,6 +381,7 @@ def _parser() -> argparse.ArgumentParser:
     ls = commands.add_parser("ls", help="every model: source, state, size, last use (and pods with --pods)")
     ls.add_argument("--json", action="store_true", help="one JSON document, for scripts")
     ls.add_argument("--pods", action="store_true", help="ask the cluster which live pods use each model")
+    ls.add_argument("--pods-namespace", help=_PODS_NAMESPACE_HELP)
     ls.set_defaults(run=cmd_ls)
 
     for name, text in (
@@ -547,6 +416,7 @@ def _parser() -> argparse.ArgumentParser:
     purge_command.add_argument(
         "--no-pod-check", action="store_true", help="do not ask the cluster for live pods (only if none can use it)"
     )
+    purge_command.add_argument("--pods-namespace", help=_PODS_NAMESPACE_HELP)
     purge_command.add_argument("--json", action="store_true")
     purge_command.set_defaults(run=cmd_purge)
 
@@ -555,7 +425,13 @@ def _parser() -> argparse.ArgumentParser:
     rm.add_argument("--include", action="append", default=[])
     rm.add_argument("--force", action="store_true", help="remove even when in use or locked")
     rm.add_argument("--no-pod-check", action="store_true", help="do not ask the cluster for live pods")
+    rm.add_argument("--pods-namespace", help=_PODS_NAMESPACE_HELP)
     rm.set_defaults(run=cmd_rm)
+
+    agent = commands.add_parser(
+        "agent", help="run the cache agent: scheduled purge and /metrics (settings from MODELCACHE_*)"
+    )
+    agent.set_defaults(run=cmd_agent)
     return parser
 
 

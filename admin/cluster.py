@@ -14,18 +14,26 @@ from fetcher import contract
 JsonObject = dict[str, Any]
 _LIVE = "status.phase!=Succeeded,status.phase!=Failed"
 JOB_TTL_SECONDS = 86400
+# The apiserver's metadata-only list (what kubectl get --show-kind uses for wide lists); JSON as fallback.
+_METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
 
 
-def live_pods_by_key(api: Any) -> dict[str, list[str]]:
+def live_pods_by_key(api: Any, namespace: str = "") -> dict[str, list[str]]:
     """Model key -> namespace/name of every pod not yet finished that the webhook gave that model.
 
-    Pending pods count: their fetcher may be about to find the model ready.
+    Pending pods count: their fetcher may be about to find the model ready. `namespace` limits the
+    question to one namespace, for a cache volume that only its namespace mounts (provision mode).
+    Only metadata is asked for: the pods' specs (and any secret in their env) never reach us.
     """
     from kubernetes import client
 
-    response = client.CoreV1Api(api).list_pod_for_all_namespaces(
-        label_selector=contract.MODEL_KEY_LABEL, field_selector=_LIVE, _preload_content=False
-    )
+    core = client.CoreV1Api(api)
+    selectors = {"label_selector": contract.MODEL_KEY_LABEL, "field_selector": _LIVE, "_preload_content": False}
+    selectors["_headers"] = {"Accept": _METADATA_ONLY}
+    if namespace:
+        response = core.list_namespaced_pod(namespace, **selectors)
+    else:
+        response = core.list_pod_for_all_namespaces(**selectors)
     pods: dict[str, list[str]] = {}
     for pod in json.loads(response.data).get("items", []):
         metadata = pod.get("metadata", {})

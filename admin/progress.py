@@ -22,8 +22,10 @@ class Meter:
         self._bar: Any = None
         self._last_line = 0.0
         if stream.isatty():
-            from tqdm import tqdm  # a terminal only: nothing to import for scripts and pods
-
+            try:  # a terminal only; the webhook image (the cache agent's) has no tqdm: plain lines there
+                from tqdm import tqdm
+            except ImportError:
+                return
             self._bar = tqdm(total=total or None, desc=label, unit="B", unit_scale=True, unit_divisor=1024, file=stream)
 
     def add(self, count: int) -> None:

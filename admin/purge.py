@@ -1,18 +1,31 @@
-"""Which models to purge: a pure decision over the cache inventory, live pods, the clock and free space.
+"""Purging unused models: `plan_purge` decides (pure), `run_purge` carries a round out.
 
 MLIS's semantics: a model goes when it has not been used for `purgeUnusedCachedModelsAfter`. Done
 safely: never while a live pod references it, never while its lock is held (a download or another
 removal), and a capacity watermark may evict the least recently used unused models early. The
-removal itself (fetcher.removal) re-checks everything under the model's lock.
+removal itself (fetcher.removal) re-checks everything under the model's lock. `modelcache purge` and
+the cache agent both run `run_purge`; neither this module nor anything it imports talks to a source.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import logging
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
 
-from fetcher.inventory import CachedModel
-from fetcher.layout import format_bytes
+from fetcher.inventory import CachedModel, free_space, list_models
+from fetcher.layout import CacheLayout, format_bytes
+from fetcher.locking import Identity
+from fetcher.removal import RemovalRefusedError, busy_repositories, collect_garbage, remove_model
+
+log = logging.getLogger(__name__)
+LivePods = Callable[[], Mapping[str, Sequence[str]]]  # model key -> live pods (namespace/name) using it
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*(%|[KMGTP]i?)?B?", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "p": 10**15}
+_SIZE_UNITS |= {f"{u}i": 1024 ** (i + 1) for i, u in enumerate("kmgtp")}
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +94,112 @@ def _decide(model: CachedModel, pods: Sequence[str], now: float, policy: PurgePo
         what = "corrupt and unused" if model.state == "corrupt" else "unused"
         return Decision(model, True, f"{what} for {format_duration(idle)} (purge after {ttl})"), False
     return Decision(model, False, f"used {format_duration(idle)} ago (purge after {ttl})"), True
+
+
+def run_purge(
+    layout: CacheLayout,
+    *,
+    policy: PurgePolicy,
+    staging_after: float,
+    outcomes_after: float,
+    dry_run: bool,
+    live_pods: LivePods,
+    identity: Identity,
+    keep_going: Callable[[], bool] = lambda: True,
+    now: float | None = None,
+) -> dict[str, Any]:
+    """One purge round: decide, remove under each model's lock with a re-check of live pods, clean leftovers.
+
+    `live_pods` is asked once for the plan and again inside each removal, just before it commits.
+    `keep_going` is asked before each removal: the agent stops a round when it loses its Lease.
+    The report: per model the decision and its reason, the leftovers removed, and the bytes freed.
+    """
+    moment = time.time() if now is None else now
+    models = list_models(layout)
+    free, _ = free_space(layout)
+    in_use = live_pods()
+    decisions = plan_purge(models, in_use=in_use, now=moment, policy=policy, free_bytes=free)
+    busy = busy_repositories(layout, in_use)
+    report: list[dict[str, Any]] = []
+    freed = 0
+    for decision in decisions:
+        item: dict[str, Any] = {"key": decision.key, "source": decision.model.source, "remove": decision.remove}
+        item["reason"] = decision.reason
+        if decision.remove and not dry_run:
+            if not keep_going():
+                item.update(remove=False, refused="; not removed: this purge round was stopped")
+                report.append(item)
+                continue
+            freed += _remove_decided(layout, decision, item, live_pods, identity, policy, busy)
+        elif decision.remove:
+            freed += decision.model.size
+        report.append(item)
+    leftovers = []
+    if keep_going():
+        leftovers = collect_garbage(
+            layout,
+            identity=identity,
+            staging_after=staging_after,
+            outcomes_after=outcomes_after,
+            in_use=set(in_use),
+            dry_run=dry_run,
+        )
+    freed += sum(item.bytes for item in leftovers)
+    return {
+        "models": report,
+        "leftovers": [asdict(item) for item in leftovers],
+        "freed_bytes": freed,
+        "dry_run": dry_run,
+    }
+
+
+def _remove_decided(
+    layout: CacheLayout,
+    decision: Decision,
+    item: dict[str, Any],
+    live_pods: LivePods,
+    identity: Identity,
+    policy: PurgePolicy,
+    busy: set[str],
+) -> int:
+    def recheck() -> str | None:
+        pods = live_pods().get(decision.key)
+        return f"a pod started using it meanwhile ({', '.join(pods)})" if pods else None
+
+    watermark = decision.reason.startswith("free space")
+    try:
+        removed = remove_model(
+            layout,
+            decision.key,
+            reason=decision.reason,
+            identity=identity,
+            idle_for=None if watermark else policy.unused_for,
+            recheck=recheck,
+            busy_repos=busy,
+        )
+    except RemovalRefusedError as err:
+        item["remove"] = False
+        item["refused"] = f"; not removed: {err}"
+        log.info("kept %s: %s", decision.key, err, extra={"model_key": decision.key})
+        return 0
+    item["freed_bytes"] = removed.freed
+    item["deferred"] = removed.deferred
+    return removed.freed
+
+
+def parse_size(value: str, total: int) -> int:
+    """'50Gi', '200G', '10%' (of `total`, the volume's size) -> bytes; '' -> 0 (no watermark)."""
+    if not value.strip():
+        return 0
+    match = _SIZE.fullmatch(value.strip())
+    if not match:
+        raise ValueError("expected a size such as 50Gi or 200G, or a share of the volume such as 10%")
+    number, unit = float(match[1]), (match[2] or "")
+    if unit == "%":
+        if number > 100:
+            raise ValueError("a share of the volume is at most 100%")
+        return int(total * number / 100)
+    return int(number * _SIZE_UNITS[unit.lower()])
 
 
 def format_duration(seconds: float) -> str:

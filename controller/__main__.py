@@ -17,7 +17,6 @@ import sys
 import threading
 import time
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType
 
 from kubernetes import client
@@ -25,7 +24,7 @@ from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
 from certs.cluster import reconcile_certificates
-from controller import kube
+from controller import httpd, kube
 from controller.config import ControllerSettings, ControllerSettingsError
 from controller.leader import LeaderElector
 from controller.status import NamespaceVolume
@@ -130,22 +129,14 @@ def _api_message(err: ApiException) -> str:
         return str(err.reason)
 
 
-def _serve_health(controller: Controller) -> ThreadingHTTPServer:
+def _health(controller: Controller) -> httpd.Route:
     """GET /healthz: 200 while the loop has turned in the last minute."""
 
-    class Health(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            healthy = self.path == "/healthz" and time.monotonic() - controller.alive_at < 60
-            self.send_response(200 if healthy else 503)
-            self.end_headers()
-            self.wfile.write(b"ok\n" if healthy else b"stuck\n")
+    def check() -> tuple[int, str, bytes]:
+        healthy = time.monotonic() - controller.alive_at < 60
+        return (200, httpd.TEXT, b"ok\n") if healthy else (503, httpd.TEXT, b"stuck\n")
 
-        def log_message(self, *_: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("0.0.0.0", HEALTH_PORT), Health)  # noqa: S104 (the kubelet probes the pod IP)
-    threading.Thread(target=server.serve_forever, name="health", daemon=True).start()
-    return server
+    return check
 
 
 def main() -> int:
@@ -165,7 +156,7 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
-    _serve_health(controller)
+    httpd.serve(HEALTH_PORT, {"/healthz": _health(controller)})
     log.info(
         "modelcache controller %s: volumes %s (claim %s), certificates %s",
         settings.identity,

@@ -18,8 +18,8 @@ from webhook.config import read_boolean, read_choice
 ENV_PREFIX = "MODELCACHE_"
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
-_DNS_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
-_DNS_SUBDOMAIN = re.compile(r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*")
+DNS_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+DNS_SUBDOMAIN = re.compile(r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*")
 _QUANTITY = re.compile(r"\d+(?:\.\d+)?(?:Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?")
 
 
@@ -53,30 +53,13 @@ class ControllerSettings:
     tls_secret: str = "modelcache-webhook-tls"  # noqa: S105 (a Secret's name)
     ca_secret: str = "modelcache-ca"  # noqa: S105 (a Secret's name)
     certificate_check_every: timedelta = timedelta(minutes=5)
-    # The purge of unused models (MLIS names; the purger itself is docs/operations.md's subject).
-    check_unused_cached_models_every: timedelta = timedelta(days=1)
-    purge_unused_cached_models_after: timedelta = timedelta(weeks=1)
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> ControllerSettings:
         """Read and validate every MODELCACHE_* variable; one error lists every problem."""
-        problems: list[str] = []
-        values: dict[str, object] = {}
-        known = {ENV_PREFIX + f.name.upper() for f in fields(cls)}
-        problems += [
-            f"{name} is not a controller setting (known: {', '.join(sorted(known))})"
-            for name in sorted(environ)
-            if name.startswith(ENV_PREFIX) and name not in known
-        ]
-        for f in fields(cls):
-            env = ENV_PREFIX + f.name.upper()
-            if env in environ:
-                try:
-                    values[f.name] = _READERS[f.name](environ[env])
-                except ValueError as err:
-                    problems.append(f"{env}={environ[env]!r}: {err}")
+        values, problems = read_env(cls, _READERS, environ, what="controller")
         settings = cls(**values)  # type: ignore[arg-type]  # each reader returns its field's type
         problems += settings.problems()
         if problems:
@@ -101,6 +84,29 @@ class ControllerSettings:
         return problems
 
 
+def read_env(
+    cls: type, readers: Mapping[str, Callable[[str], object]], environ: Mapping[str, str], *, what: str
+) -> tuple[dict[str, object], list[str]]:
+    """The fields of settings class `cls` set in `environ` as MODELCACHE_<FIELD>, read by `readers`;
+    and every problem: a value a reader refused, or a MODELCACHE_* name that is no field (a typo)."""
+    problems: list[str] = []
+    values: dict[str, object] = {}
+    known = {ENV_PREFIX + f.name.upper() for f in fields(cls)}
+    problems += [
+        f"{name} is not a {what} setting (known: {', '.join(sorted(known))})"
+        for name in sorted(environ)
+        if name.startswith(ENV_PREFIX) and name not in known
+    ]
+    for f in fields(cls):
+        env = ENV_PREFIX + f.name.upper()
+        if env in environ:
+            try:
+                values[f.name] = readers[f.name](environ[env])
+            except ValueError as err:
+                problems.append(f"{env}={environ[env]!r}: {err}")
+    return values, problems
+
+
 def parse_duration(value: str) -> timedelta:
     """'90s', '15m', '1d', '1w' (MLIS's units) -> timedelta."""
     match = _DURATION.fullmatch(value.strip())
@@ -109,7 +115,7 @@ def parse_duration(value: str) -> timedelta:
     return timedelta(seconds=float(match[1]) * _UNITS[match[2]])
 
 
-def _name(pattern: re.Pattern[str], what: str, *, limit: int, empty: bool = False) -> Callable[[str], str]:
+def read_name(pattern: re.Pattern[str], what: str, *, limit: int, empty: bool = False) -> Callable[[str], str]:
     def read(value: str) -> str:
         if (value or not empty) and (len(value) > limit or not pattern.fullmatch(value)):
             raise ValueError(f"expected {what} (lowercase letters, digits and '-', at most {limit} characters)")
@@ -129,25 +135,23 @@ def _text(value: str) -> str:
 
 
 _READERS: dict[str, Callable[[str], object]] = {
-    "namespace": _name(_DNS_LABEL, "a namespace name", limit=63),
+    "namespace": read_name(DNS_LABEL, "a namespace name", limit=63),
     "identity": _text,
-    "lease_name": _name(_DNS_SUBDOMAIN, "a Lease name", limit=253),
+    "lease_name": read_name(DNS_SUBDOMAIN, "a Lease name", limit=253),
     "volume_mode": read_choice(*VOLUME_MODES),
     # A PV copy is named after the claim and the namespace, so the claim name leaves room for both.
-    "claim_name": _name(_DNS_LABEL, "a PersistentVolumeClaim name", limit=63),
-    "storage_class": _name(_DNS_SUBDOMAIN, "a StorageClass name", limit=253, empty=True),
+    "claim_name": read_name(DNS_LABEL, "a PersistentVolumeClaim name", limit=63),
+    "storage_class": read_name(DNS_SUBDOMAIN, "a StorageClass name", limit=253, empty=True),
     "storage_size": _quantity,
     "bypass_storage_check": read_boolean,
     "volume_pending_deadline": parse_duration,
     "resync_every": parse_duration,
     "manage_certificates": read_boolean,
-    "webhook_configuration": _name(_DNS_SUBDOMAIN, "a MutatingWebhookConfiguration name", limit=253),
-    "service_name": _name(_DNS_LABEL, "a Service name", limit=63),
-    "tls_secret": _name(_DNS_SUBDOMAIN, "a Secret name", limit=253),
-    "ca_secret": _name(_DNS_SUBDOMAIN, "a Secret name", limit=253),
+    "webhook_configuration": read_name(DNS_SUBDOMAIN, "a MutatingWebhookConfiguration name", limit=253),
+    "service_name": read_name(DNS_LABEL, "a Service name", limit=63),
+    "tls_secret": read_name(DNS_SUBDOMAIN, "a Secret name", limit=253),
+    "ca_secret": read_name(DNS_SUBDOMAIN, "a Secret name", limit=253),
     "certificate_check_every": parse_duration,
-    "check_unused_cached_models_every": parse_duration,
-    "purge_unused_cached_models_after": parse_duration,
     "log_format": read_choice("text", "json"),
     "log_level": read_choice("DEBUG", "INFO", "WARNING", "ERROR"),
 }

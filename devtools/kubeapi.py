@@ -2,9 +2,10 @@
 
 It speaks the REST protocol the official client and our webhook's watcher use: GET (one object, lists
 with label and field selectors, watch streams), POST, PUT with resourceVersion conflicts, PATCH
-(JSON Patch, JSON merge patch) and DELETE, with the apiserver's Status bodies and codes. Every object
-written is validated against the Kubernetes 1.30 schema (kubernetes-validate, strict), and a merge
-patch sent as JSON Patch is refused as the apiserver refuses it. No controllers run inside: a test
+(JSON Patch, JSON merge patch) and DELETE, metadata-only lists (PartialObjectMetadataList), with the
+apiserver's Status bodies and codes. Every object written is validated against the Kubernetes 1.30
+schema (kubernetes-validate, strict), and a merge patch sent as JSON Patch is refused as the apiserver
+refuses it. No controllers run inside: a test
 plays the PV controller by calling :meth:`KubeApi.set_status`.
 """
 
@@ -291,6 +292,12 @@ class KubeApi:
                 if (g, p) == (group, plural) and (not namespace or ns == namespace) and _selected(request, obj)
             ]
             version = str(next(self._version))
+        if "as=PartialObjectMetadataList" in request.headers.get("Accept", ""):  # what the apiserver does
+            items = [
+                {"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": o["metadata"]}
+                for o in items
+            ]
+            return {"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": {}, "items": items}
         return {
             "kind": f"{resource.kind}List",
             "apiVersion": resource.api_version,

@@ -266,10 +266,11 @@ def _claim_attempt(layout: CacheLayout, key: str, version: str, *, exclusive: bo
     now = time.time()
     candidates = []
     for entry in base.iterdir():
-        # Only attempts at the same version, and that we may write to (another UID's are 0755).
-        if entry.name.startswith(version + ".") and entry.is_dir() and os.access(entry, os.W_OK):
+        # Only attempts at the same version, and our own UID's: another UID's partial files are 0644.
+        if entry.name.startswith(version + ".") and entry.is_dir():
             with contextlib.suppress(OSError):
-                if exclusive or now - entry.stat().st_mtime > stale_after:
+                stat = entry.stat()
+                if stat.st_uid == os.geteuid() and (exclusive or now - stat.st_mtime > stale_after):
                     candidates.append((tree_bytes(entry), entry))
     for size, entry in sorted(candidates, reverse=True):
         try:
@@ -278,7 +279,7 @@ def _claim_attempt(layout: CacheLayout, key: str, version: str, *, exclusive: bo
             continue
         log.info("resuming the interrupted download %s (%s already on disk)", entry.name, format_bytes(size))
         return mine
-    mine.mkdir(mode=0o755)
+    make_shared_dir(mine)  # 0777: the purge may run under another UID (layout.SHARED_DIR_MODE)
     return mine
 
 

@@ -15,7 +15,8 @@
     ├── owners/<key>.json                 who holds the lock, heartbeat and progress
     ├── staging/<key>/<attempt>/          private downloads; partial files are resumed after a crash
     ├── usage/<key>                       last used: its mtime (touched before every hit check)
-    └── outcomes/<time>-<pid>-<key>.json  one record per fetcher run (fetcher/outcomes.py)
+    ├── outcomes/<time>-<pid>-<key>.json  one record per fetcher run (fetcher/outcomes.py)
+    └── purge-schedule.json               when the cache agent last purged (admin/agent.py)
 ```
 
 Nothing under ``hub/``, ``store/`` or ``ready/`` is ever written in place: every file and link appears
@@ -40,11 +41,12 @@ STATE_DIR = ".modelcache"
 STORE_DIR = "store"
 MARKER_VERSION = 1
 FILE_MODE = 0o644
-# Fetchers of different workloads may run under different UIDs (OpenShift assigns them per namespace),
-# and each must be able to add to the shared directories. Apps mount the volume read-only, so only
-# fetchers can write here.
+# Fetchers of different workloads may run under different UIDs (OpenShift assigns them per namespace):
+# each must be able to add to the shared directories, and the purge (any UID) must be able to remove
+# what any of them published. So every directory is 0777 and every file 0644: a file is never changed
+# in place by another UID, and digests in the markers let `modelcache verify` find any change. Apps
+# mount the volume read-only; only fetchers, the cache agent and operators write here.
 SHARED_DIR_MODE = 0o777
-DIR_MODE = 0o755
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,21 +303,16 @@ def fsync_dir(path: Path) -> None:
 
 
 def make_shared_dir(path: Path) -> None:
-    """mkdir -p of a directory every fetcher must be able to add to (SHARED_DIR_MODE, umask ignored)."""
-    make_dirs(path, mode=SHARED_DIR_MODE)
-
-
-def make_dirs(path: Path, *, mode: int = DIR_MODE) -> None:
-    """mkdir -p with an exact mode on the directories it creates (umask ignored)."""
+    """mkdir -p with SHARED_DIR_MODE on the directories it creates (umask ignored)."""
     if path.is_dir():
         return
-    make_dirs(path.parent, mode=mode)
+    make_shared_dir(path.parent)
     try:
-        path.mkdir(mode=mode)
+        path.mkdir(mode=SHARED_DIR_MODE)
     except FileExistsError:
         return
     with contextlib.suppress(PermissionError):
-        path.chmod(mode)
+        path.chmod(SHARED_DIR_MODE)
 
 
 _MAX_REMOTE_PATH = 1024

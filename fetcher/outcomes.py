@@ -2,8 +2,9 @@
 
 Every fetcher run on the shared cache leaves one JSON record under ``.modelcache/outcomes/``: a hit,
 a download (bytes, seconds), a wait for another pod's download, or a failure with its reason. The
-cache agent (``modelcache agent``) turns them into Prometheus counters and histograms and deletes
-what it counted; ``modelcache ls`` shows the newest one per model.
+cache agent (``modelcache agent``) turns them into Prometheus counters and histograms: it claims a
+record by renaming ``.json`` to ``.counted`` (atomic, so two agents on one volume never count it
+twice), then keeps only the newest counted record per model. ``modelcache ls`` shows that one.
 
 A record is a statistic, not state: it is written without fsync, under a dot name and renamed, so a
 reader sees a whole record or none. A fetcher that cannot write one only logs a warning.
@@ -26,6 +27,8 @@ log = logging.getLogger(__name__)
 KINDS = ("hit", "waited", "downloaded", "failed")
 MAX_RECORD_BYTES = 16384  # records are a few hundred bytes; anything larger is not ours
 MAX_MESSAGE_CHARS = 1024
+NEW_SUFFIX = ".json"
+COUNTED_SUFFIX = ".counted"
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,10 +80,12 @@ def write_outcome(layout: CacheLayout, record: OutcomeRecord) -> None:
             tmp.unlink()
 
 
-def read_outcomes(layout: CacheLayout) -> Iterator[tuple[Path, OutcomeRecord]]:
-    """Every whole record, oldest first; unreadable files are skipped (and left for the purger)."""
+def read_outcomes(layout: CacheLayout, *, counted: bool = True) -> Iterator[tuple[Path, OutcomeRecord]]:
+    """Every whole record, oldest first (names start with the time in ns); `counted=False`: only those no
+    agent has claimed yet. Unreadable files are skipped (and left for the purger)."""
+    suffixes = (NEW_SUFFIX, COUNTED_SUFFIX) if counted else (NEW_SUFFIX,)
     try:
-        names = sorted(n for n in os.listdir(layout.outcomes) if n.endswith(".json") and not n.startswith("."))
+        names = sorted(n for n in os.listdir(layout.outcomes) if n.endswith(suffixes) and not n.startswith("."))
     except FileNotFoundError:
         return
     for name in names:
@@ -93,3 +98,13 @@ def read_outcomes(layout: CacheLayout) -> Iterator[tuple[Path, OutcomeRecord]]:
             yield path, OutcomeRecord.from_json(raw)
         except (OSError, ValueError, TypeError):
             continue
+
+
+def claim_outcome(path: Path) -> Path | None:
+    """Mark a new record counted; None when another agent claimed it first (or it is gone)."""
+    claimed = path.with_name(path.name.removesuffix(NEW_SUFFIX) + COUNTED_SUFFIX)
+    try:
+        os.rename(path, claimed)
+    except FileNotFoundError:
+        return None
+    return claimed

@@ -19,6 +19,7 @@ from pathlib import Path
 from fetcher import contract
 from fetcher.errors import IntegrityError
 from fetcher.layout import (
+    SHARED_DIR_MODE,
     CacheLayout,
     Marker,
     ModelFile,
@@ -100,7 +101,7 @@ def publish_store(layout: CacheLayout, key: str, plan: Plan, attempt_dir: Path) 
         return final  # only ever created by a rename of a complete, verified tree
     data = attempt_dir / "data"
     for directory, _, _ in os.walk(data):
-        os.chmod(directory, 0o755)  # noqa: S103 (published models are world-readable on purpose)
+        os.chmod(directory, SHARED_DIR_MODE)
     try:
         os.rename(data, final)
     except OSError as err:

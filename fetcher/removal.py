@@ -116,6 +116,13 @@ def _remove_locked(
     if idle_for is not None and before is not None and now() - before[1] / 1e9 < idle_for:
         raise RemovalRefusedError(f"{key} was used {now() - before[1] / 1e9:.0f} s ago, after it was chosen")
     marker = read_marker(layout, key) or marker  # re-read under the lock
+    locked_out = _not_writable(layout.store / key)
+    if locked_out is not None:
+        raise RemovalRefusedError(
+            f"{key} cannot be removed by uid {os.geteuid()}: {locked_out.relative_to(layout.root)} is not writable "
+            f"for it (owner uid {locked_out.stat().st_uid}, mode {locked_out.stat().st_mode & 0o777:o}; an older "
+            f"fetcher published it). Run `chmod -R a+rwX {layout.store / key}` as that uid or root, then retry"
+        )
     marker_path = layout.marker_path(key)
     aside = marker_path.with_name(f".{marker_path.name}.removing-{uuid.uuid4().hex[:8]}")
     try:
@@ -123,7 +130,10 @@ def _remove_locked(
         had_marker = True
     except FileNotFoundError:
         had_marker = False
-    problem = recheck() if recheck is not None else None
+    try:
+        problem = recheck() if recheck is not None else None
+    except Exception as err:  # noqa: BLE001 (the API is down: the model stays, the round goes on)
+        problem = f"could not re-check the live pods ({type(err).__name__}: {str(err)[:200]})"
     if problem is None and usage_stamp(layout, key) != before:  # last: the narrowest window
         problem = "it was used while being removed (a pod started)"
     if problem is not None:
@@ -297,7 +307,7 @@ def collect_garbage(
     - snapshots and blobs of Hub repositories no ready marker refers to (under the repository guard),
       and store/ versions other than the ready one, unless a live pod uses the model (`in_use` keys);
     - the trash, marker tombstones, lock files moved aside by takeovers, outcome records older than
-      `outcomes_after` seconds (the cache agent deletes those it counted).
+      `outcomes_after` seconds (the cache agent keeps only the newest counted one per model anyway).
     """
     current = time.time() if now is None else now
     found: list[Leftover] = []
@@ -323,7 +333,7 @@ def collect_garbage(
     for directory, pattern, after, why in (
         (layout.markers, ".removing-", 0.0, "marker of an interrupted removal"),
         (layout.locks, ".stale-", STALE_LOCK_FILES_AFTER, "lock file moved aside by a takeover"),
-        (layout.outcomes, ".json", outcomes_after, "outcome record nobody counted"),
+        (layout.outcomes, "", outcomes_after, f"outcome record older than {outcomes_after / 86400:g} day(s)"),
     ):
         for name in list_names(directory):
             path = directory / name
@@ -425,10 +435,19 @@ def _discard(layout: CacheLayout, path: Path) -> int:
     target = trash / f"{path.name}.{uuid.uuid4().hex[:12]}"
     try:
         os.rename(path, target)
-    except OSError:
-        target = path  # another filesystem or no permission: delete in place
+    except OSError as err:  # never delete in place: a half-deleted published tree could be taken as whole
+        log.warning("could not remove %s (%s); it stays", path.relative_to(layout.root), err.strerror or err)
+        return 0
     shutil.rmtree(target, ignore_errors=True)
     return size
+
+
+def _not_writable(tree: Path) -> Path | None:
+    """The first directory of `tree` this process may not change (a move to the trash needs them all)."""
+    for directory, _, _ in os.walk(tree):
+        if not os.access(directory, os.W_OK):
+            return Path(directory)
+    return None
 
 
 def _older(path: Path, seconds: float, now: float) -> bool:

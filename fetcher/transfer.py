@@ -18,7 +18,7 @@ from pathlib import Path
 
 from fetcher.config import RetryPolicy
 from fetcher.errors import DiskFullError, IntegrityError, TransferError
-from fetcher.layout import FILE_MODE, format_bytes, make_dirs
+from fetcher.layout import FILE_MODE, format_bytes, make_shared_dir
 from fetcher.locking import Progress
 from fetcher.sources import RemoteFile, RetryableError, Source
 
@@ -84,7 +84,7 @@ def _download_one(
         progress.add(file.size)  # verified by an earlier attempt (only verified files get this name)
         return
     part = final.with_name(final.name + PART_SUFFIX)
-    make_dirs(part.parent)
+    make_shared_dir(part.parent)
     state = _FileState(file)
     _resume(part, file, state)
     progress.add(state.offset)

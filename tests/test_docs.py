@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
+from admin.agent import AgentSettings
 from controller.config import ControllerSettings
 from webhook.config import Settings
 
@@ -16,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CONFIGURATION = (ROOT / "docs" / "configuration.md").read_text()
 
 
-@pytest.mark.parametrize("settings", [Settings, ControllerSettings])
+@pytest.mark.parametrize("settings", [Settings, ControllerSettings, AgentSettings])
 def test_every_setting_is_in_the_configuration_reference(settings: type) -> None:
     missing = [f.name for f in fields(settings) if f"MODELCACHE_{f.name.upper()}" not in CONFIGURATION]
     assert missing == []

@@ -33,7 +33,23 @@ IMAGES = {
     "Dockerfile.webhook": Image(
         frozenset({"webhook", "certs"}),
         "modelcache-webhook",
-        ("webhook", "certs", "controller", "fetcher/__init__.py", "fetcher/contract.py"),
+        (
+            "webhook",
+            "certs",
+            "controller",
+            "admin",
+            *(f"fetcher/{name}.py" for name in ("__init__", "contract", "errors", "config", "layout", "locking")),
+            *(f"fetcher/{name}.py" for name in ("inventory", "outcomes", "removal", "logs")),
+        ),
+    ),
+}
+# Programs each image runs (their modules), and modules they import only for work that image does not
+# do (the webhook image runs the cache agent and purge, but never downloads: admin.localfetch).
+PROGRAMS = {
+    "Dockerfile.fetcher": (("fetcher.__main__",), ()),
+    "Dockerfile.webhook": (
+        ("webhook.__main__", "controller.__main__", "certs.__main__", "admin.cli", "admin.agent"),
+        ("admin.localfetch",),
     ),
 }
 
@@ -110,7 +126,21 @@ def third_party_imports(paths: tuple[str, ...]) -> set[str]:
     modules: set[str] = set()
     files = [p for path in paths for p in ((ROOT / path).rglob("*.py") if (ROOT / path).is_dir() else [ROOT / path])]
     for file in files:
-        for node in ast.walk(ast.parse(file.read_text())):
+        tree = ast.parse(file.read_text())
+        optional = {  # imports under `try: ... except ImportError:` have a fallback
+            id(inner)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Try)
+            and any(
+                isinstance(h.type, ast.Name) and h.type.id in ("ImportError", "ModuleNotFoundError")
+                for h in node.handlers
+            )
+            for statement in node.body
+            for inner in ast.walk(statement)
+        }
+        for node in ast.walk(tree):
+            if id(node) in optional:
+                continue
             if isinstance(node, ast.Import):
                 modules.update(alias.name.split(".")[0] for alias in node.names)
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
@@ -128,6 +158,41 @@ def test_the_extras_provide_every_module_the_image_code_imports(name: str) -> No
         assert distributions & provided, (
             f"{name}: {module} ({distributions}) is not installed by {sorted(IMAGES[name].extras)}"
         )
+
+
+def our_modules(start: tuple[str, ...], outside: tuple[str, ...]) -> set[str]:
+    """Our modules `start` imports, at any depth and in any function, except through `outside`."""
+    ours = {"webhook", "fetcher", "certs", "controller", "admin"}
+    seen: set[str] = set()
+    pending = list(start)
+    while pending:
+        module = pending.pop()
+        base = ROOT.joinpath(*module.split("."))
+        file = base / "__init__.py" if (base / "__init__.py").exists() else base.with_suffix(".py")
+        if module in seen or module in outside or not file.exists():
+            continue
+        seen.add(module)
+        for node in ast.walk(ast.parse(file.read_text())):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+            for name in (n for n in names if n.split(".")[0] in ours):
+                parts = name.split(".")
+                pending.extend(".".join(parts[: i + 1]) for i in range(len(parts)))
+    return seen
+
+
+@pytest.mark.parametrize("name", sorted(IMAGES))
+def test_every_module_of_ours_the_image_programs_import_is_copied_in(name: str) -> None:
+    start, outside = PROGRAMS[name]
+    copied = IMAGES[name].code
+    for module in sorted(our_modules(start, outside)):
+        path = module.replace(".", "/")
+        inside = any(path == c.removesuffix(".py") or path.startswith(c + "/") for c in copied)
+        package = any(c.startswith(path + "/__init__") or c == path for c in copied)
+        assert inside or package, f"{name} runs {module}, which it does not copy in"
 
 
 def test_the_build_context_leaves_out_what_images_do_not_need() -> None:

@@ -65,6 +65,18 @@ def test_a_pod_seen_by_the_last_api_check_keeps_the_model(hub: HubServer, cache:
     assert check_ready(layout, TINY) is not None
 
 
+def test_an_api_failure_during_the_last_check_keeps_the_model_ready(hub: HubServer, cache: Path) -> None:
+    populate(hub, cache)
+    layout = CacheLayout(cache)
+
+    def api_down() -> str | None:
+        raise ConnectionRefusedError("connection refused")
+
+    with pytest.raises(RemovalRefusedError, match=r"could not re-check the live pods \(ConnectionRefusedError"):
+        remove_model(layout, TINY, reason="test", identity=ME, recheck=api_down)
+    assert check_ready(layout, TINY) is not None  # the marker moved aside is back
+
+
 def test_a_model_used_after_it_was_chosen_is_kept(hub: HubServer, cache: Path) -> None:
     populate(hub, cache)  # used just now
     with pytest.raises(RemovalRefusedError, match="was used 0 s ago, after it was chosen"):

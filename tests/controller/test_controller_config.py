@@ -12,7 +12,7 @@ from controller.config import ControllerSettings, ControllerSettingsError, parse
 def test_all_problems_are_reported_together_with_what_to_do() -> None:
     environ = {
         "MODELCACHE_VOLUME_MODE": "share",
-        "MODELCACHE_PURGE_UNUSED_CACHED_MODELS_AFTER": "7 days",
+        "MODELCACHE_RESYNC_EVERY": "30 seconds",
         "MODELCACHE_CLAIM_NAME": "Model_Cache",
         "MODELCACHE_STORAGE_SIZ": "1Ti",
     }
@@ -20,7 +20,7 @@ def test_all_problems_are_reported_together_with_what_to_do() -> None:
         ControllerSettings.from_env(environ)
     message = str(caught.value)
     assert "MODELCACHE_VOLUME_MODE='share': expected one of existing, provision, clone" in message
-    assert "MODELCACHE_PURGE_UNUSED_CACHED_MODELS_AFTER='7 days': expected a positive duration" in message
+    assert "MODELCACHE_RESYNC_EVERY='30 seconds': expected a positive duration" in message
     assert "MODELCACHE_CLAIM_NAME='Model_Cache'" in message
     assert "MODELCACHE_STORAGE_SIZ is not a controller setting" in message
     assert len(caught.value.problems) == 4

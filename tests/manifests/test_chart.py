@@ -77,6 +77,10 @@ def test_the_chart_lints_cleanly_for_the_oldest_supported_kubernetes(values: dic
         ({"certificates": {"source": "vault"}}, "'/certificates/source'"),
         ({"excludedNamespaces": ["Kube System"]}, "'/excludedNamespaces/0'"),
         ({"replicas": 3}, "additional properties 'replicas' not allowed"),
+        ({"cacheAgent": {"kind": "daemonset"}}, "'/cacheAgent/kind'"),
+        ({"cacheAgent": {"minFree": "lots"}}, "'/cacheAgent/minFree'"),
+        ({"cacheAgent": {"schedule": "daily"}}, "'/cacheAgent/schedule'"),
+        ({"cacheAgent": {"namespaces": ["Team_B"]}}, "'/cacheAgent/namespaces/0'"),
     ],
 )
 def test_bad_values_are_refused_naming_the_value_and_the_rule(values: dict[str, Any], message: str) -> None:
@@ -103,8 +107,11 @@ def test_mlis_values_keep_their_meaning() -> None:
     assert settings["MODELCACHE_STORAGE_SIZE"] == "1000Gi"
     assert settings["MODELCACHE_CLAIM_NAME"] == "modelcache-big"  # a new suffix is a new PVC, as in MLIS
     assert settings["MODELCACHE_BYPASS_STORAGE_CHECK"] == "true"
-    assert settings["MODELCACHE_CHECK_UNUSED_CACHED_MODELS_EVERY"] == "1d"
-    assert settings["MODELCACHE_PURGE_UNUSED_CACHED_MODELS_AFTER"] == "1w"
+    agent = one(render_chart(values), "ConfigMap", "modelcache-cache-agent-settings")["data"]
+    assert agent["MODELCACHE_CHECK_UNUSED_CACHED_MODELS_EVERY"] == "1d"  # the purge runs beside the cache
+    assert agent["MODELCACHE_PURGE_UNUSED_CACHED_MODELS_AFTER"] == "1w"
+    mounted = one(render_chart(values), "Deployment", "modelcache-cache-agent")["spec"]["template"]["spec"]
+    assert mounted["volumes"][0]["persistentVolumeClaim"]["claimName"] == "modelcache-big"
     disabled = one(
         render_chart({"modelsCacheStorage": {"enabled": False}}), "ConfigMap", "modelcache-controller-settings"
     )
@@ -140,3 +147,51 @@ def test_the_chart_installs_into_another_namespace_consistently() -> None:
     assert settings["MODELCACHE_VOLUME_STATUS"] == "platform-ml/modelcache-volumes"
     for binding in (o for o in objects if o["kind"] in ("RoleBinding", "ClusterRoleBinding")):
         assert all(subject["namespace"] == "platform-ml" for subject in binding["subjects"])
+
+
+def test_the_cache_agent_goes_beside_each_cache_volume() -> None:
+    # clone: one agent, beside the PVC that holds the volume every namespace shares; it asks every namespace.
+    clone = render_chart(CHART_EQUIVALENTS["overlays/nfs"])
+    (agent,) = [o for o in clone if o["kind"] == "Deployment" and o["metadata"]["name"] == "modelcache-cache-agent"]
+    assert agent["metadata"]["namespace"] == NAMESPACE
+    assert "MODELCACHE_PODS_NAMESPACE" not in one(clone, "ConfigMap", "modelcache-cache-agent-settings")["data"]
+    assert one(clone, "ClusterRoleBinding", "modelcache-cache-agent")["subjects"] == [
+        {"kind": "ServiceAccount", "name": "modelcache-cache-agent", "namespace": NAMESPACE}
+    ]
+    # existing: nothing to mount in the release namespace, so no agent unless namespaces are listed.
+    assert not [o for o in render_chart({}) if "cache-agent" in o["metadata"]["name"]]
+    listed = render_chart({"cacheAgent": {"namespaces": ["serving", "team-b"], "minFree": "10%"}})
+    agents = [o for o in listed if o["kind"] == "Deployment" and o["metadata"]["name"] == "modelcache-cache-agent"]
+    assert sorted(a["metadata"]["namespace"] for a in agents) == ["serving", "team-b"]
+    settings = [o["data"] for o in listed if o["metadata"]["name"] == "modelcache-cache-agent-settings"]
+    assert all(data["MODELCACHE_PURGE_MIN_FREE"] == "10%" for data in settings)
+    # provision: a volume per namespace, so each agent asks only its own namespace (a Role, no ClusterRole).
+    provision = render_chart({**CHART_CUSTOM, "cacheAgent": {"namespaces": ["serving"]}})
+    data = one(provision, "ConfigMap", "modelcache-cache-agent-settings")["data"]
+    assert data["MODELCACHE_PODS_NAMESPACE"] == "serving"
+    assert not [o for o in provision if o["kind"].startswith("Cluster") and "cache-agent" in o["metadata"]["name"]]
+    disabled = render_chart({**CHART_EQUIVALENTS["overlays/nfs"], "cacheAgent": {"enabled": False}})
+    assert not [o for o in disabled if "cache-agent" in o["metadata"]["name"]]
+
+
+def test_the_cronjob_alternative_runs_the_purge_command_with_the_same_settings() -> None:
+    values = {
+        **CHART_EQUIVALENTS["overlays/nfs"],
+        "cacheAgent": {"kind": "cronjob", "schedule": "30 2 * * 0", "minFree": "50Gi", "dryRun": True},
+    }
+    objects = render_chart(values)
+    cron = one(objects, "CronJob", "modelcache-cache-purge")
+    assert cron["spec"]["schedule"] == "30 2 * * 0"
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"  # one purge at a time without a Lease
+    pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["command"] == [
+        "modelcache", "--log-format", "json", "purge", "--unused-for", "1w", "--min-free", "50Gi", "--dry-run",
+    ]  # fmt: skip
+    from admin.cli import _parser
+
+    parsed = _parser().parse_args(container["command"][1:])  # the CLI accepts exactly this command line
+    assert (parsed.unused_for, parsed.min_free, parsed.dry_run) == ("1w", "50Gi", True)
+    assert pod["volumes"][0]["persistentVolumeClaim"]["claimName"] == "modelcache"
+    assert not [o for o in objects if o["kind"] == "Deployment" and "cache-agent" in o["metadata"]["name"]]
+    assert not [o for o in objects if o["kind"] == "Role" and "cache-agent" in o["metadata"]["name"]]  # no Lease

@@ -200,3 +200,12 @@ def test_cel_selects_annotated_pods_and_the_policy_admits_exactly_injected_ones(
             admitted_after_patch += 1
     assert rejected >= 10  # annotated pods as submitted, before any webhook ran
     assert admitted_after_patch >= 10
+
+
+def test_every_pod_we_run_passes_pod_security_restricted(rendered: list[Object]) -> None:
+    templates = [o["spec"]["template"] for o in rendered if o["kind"] == "Deployment"]
+    templates += [o["spec"]["jobTemplate"]["spec"]["template"] for o in rendered if o["kind"] == "CronJob"]
+    assert templates
+    for template in templates:
+        for container in template["spec"]["containers"]:
+            assert restricted_violations({"spec": template["spec"]}, container) == [], container["name"]

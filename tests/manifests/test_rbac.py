@@ -38,6 +38,12 @@ EXPECTED: dict[str, set[Grant]] = {
             ("modelcache-webhook",),
         ),
     },
+    # Where it runs (clone mode: beside the shared volume's PVC): its Lease, and live pods everywhere.
+    "modelcache-cache-agent": {
+        (NS, "coordination.k8s.io", "leases", ("create",), ()),
+        (NS, "coordination.k8s.io", "leases", ("get", "update"), ("modelcache-cache-agent",)),
+        ("", "", "pods", ("list",), ()),
+    },
 }
 # With cert-manager issuing the certificates, the controller needs no rights to them.
 CERTIFICATE_GRANTS: set[Grant] = {
@@ -61,6 +67,11 @@ def flattened(objects: list[Object], account: str) -> set[tuple[str, str, str, t
 def test_each_identity_has_exactly_the_documented_grants(install: str, account: str) -> None:
     objects = render_install(install)
     expected = EXPECTED[account]
+    if account == "modelcache-cache-agent" and not any(
+        o["kind"] == "ServiceAccount" and o["metadata"]["name"] == account and o["metadata"]["namespace"] == NS
+        for o in objects
+    ):
+        expected = set()  # no cache volume here to purge (existing and provision mode: see test_chart.py)
     settings = one(objects, "ConfigMap", "modelcache-controller-settings")["data"]
     if settings["MODELCACHE_MANAGE_CERTIFICATES"] == "false":
         expected = expected - CERTIFICATE_GRANTS
@@ -78,7 +89,7 @@ def test_no_rule_uses_a_wildcard_or_reaches_secrets_beyond_our_namespace(install
 
 
 def test_only_the_pods_that_need_a_token_mount_one() -> None:
-    objects = render("base")
+    objects = render("overlays/nfs")
     for account in (o for o in objects if o["kind"] == "ServiceAccount"):
         assert account["automountServiceAccountToken"] is False  # opt-in per pod spec only
     mounted = {
@@ -86,7 +97,7 @@ def test_only_the_pods_that_need_a_token_mount_one() -> None:
         for d in objects
         if d["kind"] == "Deployment"
     }
-    assert mounted == {"modelcache-webhook": True, "modelcache-controller": True}
+    assert mounted == {"modelcache-webhook": True, "modelcache-controller": True, "modelcache-cache-agent": True}
 
 
 def test_the_controller_runs_restricted_with_a_lease_and_a_liveness_probe() -> None:
@@ -99,3 +110,23 @@ def test_the_controller_runs_restricted_with_a_lease_and_a_liveness_probe() -> N
     env = {e["name"]: e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") for e in container["env"]}
     assert env == {"MODELCACHE_IDENTITY": "metadata.name", "MODELCACHE_NAMESPACE": "metadata.namespace"}
     assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+
+
+def test_the_cache_agent_runs_restricted_with_the_cache_a_lease_and_a_liveness_probe() -> None:
+    deployment = one(render("overlays/nfs"), "Deployment", "modelcache-cache-agent")
+    pod = deployment["spec"]["template"]
+    (container,) = pod["spec"]["containers"]
+    assert restricted_violations({"spec": pod["spec"]}, container) == []
+    assert container["command"] == ["modelcache", "agent"]
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert pod["metadata"]["annotations"]["prometheus.io/port"] == str(container["ports"][0]["containerPort"])
+    env = {e["name"]: e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") for e in container["env"]}
+    assert env == {"MODELCACHE_IDENTITY": "metadata.name", "MODELCACHE_NAMESPACE": "metadata.namespace"}
+    (mount,) = container["volumeMounts"]
+    settings = one(render("overlays/nfs"), "ConfigMap", "modelcache-cache-agent-settings")["data"]
+    assert mount["mountPath"] == settings["MODELCACHE_CACHE_ROOT"]
+    (volume,) = pod["spec"]["volumes"]
+    assert volume["persistentVolumeClaim"]["claimName"] == "modelcache"  # clone mode's PVC in its namespace
+    from admin.agent import AgentSettings
+
+    assert AgentSettings.from_env({**settings, "MODELCACHE_CACHE_ROOT": "/"}).lease_name == "modelcache-cache-agent"
