@@ -51,6 +51,7 @@ class FetchSettings:
     include: tuple[str, ...]
     cache_root: Path
     model_path: Path
+    pin_path: Path | None  # the pod's own link to the version it got (the app's MODEL_PATH); None: none
     shared: bool
     refresh: bool
     pod: str
@@ -84,6 +85,9 @@ class FetchSettings:
         model_path = environ.get(contract.MODEL_PATH_ENV) or (contract.model_path(root, key) if key and root else "")
         if key and root and model_path != contract.model_path(root, key):
             problems.append(f"{contract.MODEL_PATH_ENV}={model_path!r}, expected {contract.model_path(root, key)!r}")
+        pin_path = environ.get(contract.PIN_PATH_ENV, "")
+        if pin_path and (not pin_path.startswith("/") or (root and (pin_path + "/").startswith(root + "/"))):
+            problems.append(f"{contract.PIN_PATH_ENV}={pin_path!r} is not an absolute path outside the cache")
         lock = LockSettings(
             timeout=reader.number("MODELCACHE_LOCK_TIMEOUT", 3600.0),
             poll=reader.number("MODELCACHE_LOCK_POLL", 1.0, minimum=0.01),
@@ -117,6 +121,7 @@ class FetchSettings:
             include=include,
             cache_root=Path(root),
             model_path=Path(model_path),
+            pin_path=Path(pin_path) if pin_path else None,
             shared=shared,
             refresh=refresh,
             pod=environ.get(contract.POD_NAME_ENV, ""),

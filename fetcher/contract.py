@@ -56,6 +56,12 @@ FETCHER_CONTAINER_NAME = "modelcache-fetch"
 CACHE_VOLUME_NAME = "modelcache"
 SCRATCH_VOLUME_NAME = "modelcache-tmp"
 SCRATCH_MOUNT_PATH = "/tmp"  # noqa: S108 (a private emptyDir: the root filesystem is read-only)
+# The pod's pin: a small emptyDir where the fetcher links the exact version it made ready; the app's
+# MODEL_PATH is that link, so a refresh of the model never moves what a running pod reads. Under /run,
+# which no mount path may use (parse_mount_path), so it never collides with the cache.
+PIN_VOLUME_NAME = "modelcache-pin"
+PIN_MOUNT_PATH = "/run/modelcache"
+PIN_PATH = PIN_MOUNT_PATH + "/model"
 
 # --- env ----------------------------------------------------------------------------------------------
 OPT_OUT_ENV = "AIOLI_DISABLE_MODEL_CACHE"
@@ -78,6 +84,7 @@ NODE_NAME_ENV = "MODELCACHE_NODE_NAME"
 HTTP_AUTHORIZATION_ENV = "MODELCACHE_HTTP_AUTHORIZATION"
 ALLOW_HTTP_ENV = "MODELCACHE_ALLOW_HTTP"  # set for http:// sources, which the webhook accepted by setting
 REFRESH_ENV = "MODELCACHE_REFRESH"
+PIN_PATH_ENV = "MODELCACHE_PIN_PATH"  # where the fetcher links the version it made ready (the app's MODEL_PATH)
 SECRET_NAME_ENV = "MODELCACHE_SECRET_NAME"  # noqa: S105 (a variable name; its value names the Secret in messages)
 
 # Keys of the annotated Secret that reach the init container (and only it), each optional, by scheme:
@@ -92,7 +99,7 @@ SECRET_KEYS = tuple(dict.fromkeys(k for keys in SECRET_KEYS_BY_SCHEME.values() f
 
 # --- layout of the cache root that both sides must agree on -------------------------------------
 HUB_DIR = "hub"  # a huggingface_hub cache: HF_HUB_CACHE points here
-READY_DIR = "ready"  # ready/<key>: the stable MODEL_PATH, a link to the ready model (present = ready)
+READY_DIR = "ready"  # ready/<key>: a link to the newest ready version (present = ready)
 
 # --- limits ----------------------------------------------------------------------------------------
 MAX_URI_LENGTH = 2048
@@ -653,7 +660,8 @@ def check_model_key(key: str) -> str:
 
 
 def model_path(cache_root: str, key: str) -> str:
-    """The stable path the app reads (MODEL_PATH): the fetcher makes it point at the ready model."""
+    """The cache's link to the ready model (ready/<key>): the fetcher makes it point at the newest
+    ready version. Apps get PIN_PATH instead, the version their own pod's fetcher found."""
     return posixpath.join(cache_root, READY_DIR, key)
 
 

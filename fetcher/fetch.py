@@ -21,8 +21,17 @@ from typing import TYPE_CHECKING, Literal
 
 from fetcher import contract
 from fetcher.config import FetchSettings
-from fetcher.errors import DiskFullError, FetchError, TransferError
-from fetcher.layout import CacheLayout, Marker, check_ready, format_bytes, make_shared_dir, record_use, tree_bytes
+from fetcher.errors import ConfigError, DiskFullError, FetchError, TransferError
+from fetcher.layout import (
+    CacheLayout,
+    Marker,
+    check_ready,
+    format_bytes,
+    make_shared_dir,
+    record_use,
+    symlink_atomically,
+    tree_bytes,
+)
 from fetcher.outcomes import OutcomeRecord, write_outcome
 from fetcher.sources import Plan, RemoteFile, RetryableError, Source
 
@@ -88,7 +97,29 @@ class Outcome:
 
 
 def ensure_model(settings: FetchSettings, *, environ: Mapping[str, str]) -> Outcome:
-    """Make the model ready under the cache root and MODEL_PATH point at it."""
+    """Make the model ready under the cache root, and the pod's pin point at the version it got."""
+    outcome = _make_ready(settings, environ)
+    if settings.pin_path is not None:
+        pin(settings.pin_path, str(settings.cache_root / outcome.path))
+    return outcome
+
+
+def pin(path: Path, target: str) -> None:
+    """Link the pod's pin (the app's MODEL_PATH) to the exact version directory it got.
+
+    That directory is immutable and stays while a live pod uses the model (the purge's rule), so a
+    refresh that moves ready/<key> and refs/<revision> later never changes what this pod reads.
+    """
+    try:
+        symlink_atomically(target, path)
+    except OSError as err:
+        raise ConfigError(
+            f"cannot link {path} to {target} ({err.strerror or err}): the webhook mounts the "
+            f"{contract.PIN_VOLUME_NAME} emptyDir at {contract.PIN_MOUNT_PATH} for it; check the pod spec"
+        ) from err
+
+
+def _make_ready(settings: FetchSettings, environ: Mapping[str, str]) -> Outcome:
     started = time.monotonic()
     layout = CacheLayout(settings.cache_root)
     if not settings.refresh:

@@ -33,6 +33,7 @@ def injected_env(source: str, settings: Settings, cache: Path) -> dict[str, str]
     env = {e["name"]: e["value"] for e in fetcher["env"] if "value" in e}
     env["MODELCACHE_CACHE_ROOT"] = str(cache)
     env["MODEL_PATH"] = env["MODEL_PATH"].replace(settings.mount_path, str(cache), 1)
+    env["MODELCACHE_PIN_PATH"] = str(cache.parent / "pin" / "model")  # the pod's pin emptyDir
     env["MODELCACHE_TERMINATION_LOG"] = str(cache.parent / "termination-log")
     env["MODELCACHE_RETRIES"] = "1"
     return env

@@ -32,6 +32,8 @@ _WORKLOAD_IDENTITY_ENV = (
     "AWS_CONTAINER_CREDENTIALS_FULL_URI",
     "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
 )
+_RESERVED_VOLUMES = (c.CACHE_VOLUME_NAME, c.SCRATCH_VOLUME_NAME, c.PIN_VOLUME_NAME)
+_PIN_SIZE_LIMIT = "1Mi"  # one symlink
 _TOKEN_FILE_ENV = ("AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE")
 
 
@@ -221,6 +223,7 @@ def _already_injected(view: PodView, request: ModelRequest) -> bool:
     """True when our injection is there; DenialError when our reserved names are taken by something else."""
     volume_names = {v["name"] for v in view.volumes}
     fetchers = [x for x in view.init_containers if x["name"] == c.FETCHER_CONTAINER_NAME]
+    # Without the pin: a pod injected by a version before it (a copied spec) is injected all the same.
     complete = len(fetchers) == 1 and {c.CACHE_VOLUME_NAME, c.SCRATCH_VOLUME_NAME} <= volume_names
     if complete:
         injected_for = _env_value(fetchers[0], c.SOURCE_ENV)
@@ -234,16 +237,15 @@ def _already_injected(view: PodView, request: ModelRequest) -> bool:
         f"container {x['name']}"
         for x in view.containers + view.init_containers + view.ephemeral_containers
         if x["name"] == c.FETCHER_CONTAINER_NAME
-    ] + [f"volume {name}" for name in sorted(volume_names & {c.CACHE_VOLUME_NAME, c.SCRATCH_VOLUME_NAME})]
+    ] + [f"volume {name}" for name in sorted(volume_names & set(_RESERVED_VOLUMES))]
     for container in view.containers + view.init_containers:
         for mount in _named_objects(container, "volumeMounts"):
-            if mount["name"] in (c.CACHE_VOLUME_NAME, c.SCRATCH_VOLUME_NAME):
+            if mount["name"] in _RESERVED_VOLUMES:
                 squatters.append(f"a volumeMount of container {container['name']} named {mount['name']}")
     if squatters:
         raise DenialError(
             f"modelcache: the pod uses names that modelcache reserves ({', '.join(squatters)}); rename them "
-            f"(reserved: container {c.FETCHER_CONTAINER_NAME}, volumes {c.CACHE_VOLUME_NAME} and "
-            f"{c.SCRATCH_VOLUME_NAME})"
+            f"(reserved: container {c.FETCHER_CONTAINER_NAME}, volumes {', '.join(_RESERVED_VOLUMES)})"
         )
     return False
 
@@ -288,6 +290,11 @@ def _target_containers(view: PodView, request: ModelRequest) -> list[int]:
                     f"modelcache: container {names[index]} already mounts a volume at {request.mount_path}; "
                     f"choose another path with {c.MOUNT_PATH_ANNOTATION}"
                 )
+            if mount.get("mountPath") == c.PIN_MOUNT_PATH:
+                raise DenialError(
+                    f"modelcache: container {names[index]} already mounts a volume at {c.PIN_MOUNT_PATH}, where "
+                    "modelcache puts the link to the pod's model version (MODEL_PATH); move that mount"
+                )
     return targets
 
 
@@ -305,12 +312,15 @@ def _build_patch(
         elif labels.get(c.MODEL_KEY_LABEL) != request.key:
             ops.append({"op": "add", "path": label_path, "value": request.key})
     ops += _append("/spec/volumes", view.spec.get("volumes"), _volumes(claim, settings))
-    mount = {"name": c.CACHE_VOLUME_NAME, "mountPath": request.mount_path, "readOnly": True}
+    mounts = [
+        {"name": c.CACHE_VOLUME_NAME, "mountPath": request.mount_path, "readOnly": True},
+        {"name": c.PIN_VOLUME_NAME, "mountPath": c.PIN_MOUNT_PATH, "readOnly": True},
+    ]
     app_env = _app_env(request)
     for index in targets:
         container = view.containers[index]
         base = f"/spec/containers/{index}"
-        ops += _append(base + "/volumeMounts", container.get("volumeMounts"), [mount])
+        ops += _append(base + "/volumeMounts", container.get("volumeMounts"), mounts)
         present = {e["name"] for e in _named_objects(container, "env")}
         missing = [e for e in app_env if e["name"] not in present]
         warnings += [
@@ -331,11 +341,12 @@ def _volumes(claim: str | None, settings: Settings) -> list[JsonObject]:
     else:
         cache["emptyDir"] = {"sizeLimit": settings.pod_local_size_limit}
     scratch = {"name": c.SCRATCH_VOLUME_NAME, "emptyDir": {"sizeLimit": settings.scratch_size_limit}}
-    return [cache, scratch]
+    pin = {"name": c.PIN_VOLUME_NAME, "emptyDir": {"sizeLimit": _PIN_SIZE_LIMIT}}
+    return [cache, scratch, pin]
 
 
 def _app_env(request: ModelRequest) -> list[JsonObject]:
-    env = [{"name": c.MODEL_PATH_ENV, "value": c.model_path(request.mount_path, request.key)}]
+    env = [{"name": c.MODEL_PATH_ENV, "value": c.PIN_PATH}]
     if isinstance(request.source, c.HubSource):
         env += [
             {"name": c.HF_HUB_CACHE_ENV, "value": c.hub_cache_path(request.mount_path)},
@@ -352,6 +363,7 @@ def _fetcher_container(
         {"name": c.MODEL_KEY_ENV, "value": request.key},
         {"name": c.CACHE_ROOT_ENV, "value": request.mount_path},
         {"name": c.MODEL_PATH_ENV, "value": c.model_path(request.mount_path, request.key)},
+        {"name": c.PIN_PATH_ENV, "value": c.PIN_PATH},
         {"name": c.SHARED_CACHE_ENV, "value": "true" if shared else "false"},
         {"name": c.POD_NAME_ENV, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": c.POD_NAMESPACE_ENV, "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
@@ -379,6 +391,7 @@ def _fetcher_container(
     mounts: list[JsonObject] = [
         {"name": c.CACHE_VOLUME_NAME, "mountPath": request.mount_path},
         {"name": c.SCRATCH_VOLUME_NAME, "mountPath": c.SCRATCH_MOUNT_PATH},
+        {"name": c.PIN_VOLUME_NAME, "mountPath": c.PIN_MOUNT_PATH},
     ]
     if isinstance(request.source, c.S3Source):
         identity_env, identity_mounts = _workload_identity(view, targets)

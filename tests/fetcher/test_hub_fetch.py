@@ -277,3 +277,45 @@ def test_an_opted_out_pod_says_its_model_is_pod_local(hub: HubServer, cache: Pat
     result = fetch(hub, cache, MODELCACHE_SHARED_CACHE="false")
     assert result.returncode == 0, result.stderr
     assert "pod-local storage" in termination_message(cache)
+
+
+def test_a_running_pod_keeps_its_version_when_the_model_is_refreshed(
+    hub: HubServer, cache: Path, tmp_path: Path
+) -> None:
+    """MODEL_PATH is the pod's pin, a link to the version its fetcher got: a refresh moves the cache's
+    ready/ link and refs/main for new pods, never what a running pod reads, even if it opens files late."""
+
+    def pod(name: str, **extra: str) -> Path:
+        pin = tmp_path / name / "model"  # the pod's modelcache-pin emptyDir
+        pin.parent.mkdir()
+        env = fetcher_environment(
+            "hf://tiny/model",
+            cache,
+            pod=name,
+            extra={"HF_ENDPOINT": hub.url, contract.PIN_PATH_ENV: str(pin), **extra},
+        )
+        result = run_fetcher(env)
+        assert result.returncode == 0, result.stderr
+        return pin
+
+    before = pod("llm-0")
+    first = (before / "config.json").read_bytes()
+    assert os.readlink(before).startswith(str(cache / "hub" / "models--tiny--model" / "snapshots") + "/")
+    new_commit = hub.repos["tiny/model"].add_commit({"config.json": b'{"v": 2}'})
+    pod("refresher", **{contract.REFRESH_ENV: "true"})
+    after = pod("llm-1")
+
+    assert (before / "config.json").read_bytes() == first  # the running pod still reads its version
+    assert (after / "config.json").read_bytes() == b'{"v": 2}'  # a pod started afterwards gets the new one
+    assert os.readlink(after).endswith(new_commit)
+    key = contract.model_key(contract.parse_source("hf://tiny/model"))
+    assert (Path(contract.model_path(str(cache), key)) / "config.json").read_bytes() == b'{"v": 2}'
+
+
+def test_a_pin_path_inside_the_cache_is_refused(cache: Path) -> None:
+    env = fetcher_environment("hf://tiny/model", cache, extra={contract.PIN_PATH_ENV: str(cache / "ready" / "x")})
+    result = run_fetcher(env)
+    assert result.returncode == 2
+    assert f"{contract.PIN_PATH_ENV}={str(cache / 'ready' / 'x')!r} is not an absolute path outside the cache" in (
+        result.stderr
+    )
