@@ -418,10 +418,15 @@ class Agent:
         for path, record in read_outcomes(self.layout, counted=False):
             if claim_outcome(path) is None:
                 continue  # another agent on this volume counted it
+            try:  # any pod that mounts the volume read-write can write a record: trust no field's type
+                seconds, downloaded = max(0.0, float(record.seconds)), max(0, int(record.bytes_downloaded))
+            except (TypeError, ValueError):
+                log.warning("skipped the outcome record %s: a field is not a number", path.name)
+                continue
             reason = "" if record.kind != "failed" else (record.reason if record.reason in REASONS else "Other")
             self.metrics.fetches.labels(record.kind, reason).inc()
-            self.metrics.fetch_duration.labels(record.kind).observe(max(0.0, float(record.seconds)))
-            self.metrics.downloaded_bytes.inc(max(0, int(record.bytes_downloaded)))
+            self.metrics.fetch_duration.labels(record.kind).observe(seconds)
+            self.metrics.downloaded_bytes.inc(downloaded)
             counted += 1
         newest: dict[str, Path] = {}
         for name in sorted(list_names(self.layout.outcomes)):

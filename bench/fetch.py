@@ -8,7 +8,7 @@ one on a moto S3 server, all on loopback. Measured in the same run:
   virtualenv, .venv-peers, because it brings cloud SDKs we do not want);
 - 8 fetchers at once on one directory: origin bytes / model size, wall time against the single copy,
   and samples of the model taken after the first success that saw a missing or short file;
-- a cache hit: process wall time and peak RSS;
+- a cache hit (recording its use and outcome, and linking the pod's pin): process wall time and peak RSS;
 - peak RSS of a cold fetch for two model sizes (it must not grow with the model);
 - S3: our fetcher against boto3's transfer manager (s3transfer) on the same moto server.
 
@@ -207,7 +207,9 @@ def main() -> int:
         rows.append(("modelcache fetcher (verified)", timed(FETCHER, ours_env)))
         for name, run in hub_peers(hub, big, work).items():
             rows.append((name, run))
-        hits = hit_runs(ours_env, 20)
+        pin = work / "pin"  # the pod's modelcache-pin emptyDir: a hit also links the pod's version there
+        pin.mkdir()
+        hits = hit_runs({**ours_env, contract.PIN_PATH_ENV: str(pin / "model")}, 20)
         small_cache = work / "small"
         small_cache.mkdir()
         small_env = fetcher_environment("hf://bench/small", small_cache, extra=env)

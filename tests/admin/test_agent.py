@@ -3,6 +3,7 @@ the API stand-in enforcing the RBAC that manifests/ grants it, /metrics scraped 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -174,16 +175,28 @@ def test_without_the_pod_list_a_purge_round_removes_nothing(
     leases_only = [(scope, rule) for scope, rule in rules if "pods" not in rule["resources"]]
     populate(hub, cache)
     age_use(cache, TINY, days=30)
+    outcomes = CacheLayout(cache).outcomes  # records any pod with the volume mounted read-write could write
+    (outcomes / f"{time.time_ns()}-1-{TINY}.json").write_text(
+        json.dumps({"kind": "failed", "key": TINY, "source": "x", "at": 0, "reason": "Made-Up-" + "x" * 500})
+    )
+    (outcomes / f"{time.time_ns()}-2-{TINY}.json").write_text(
+        json.dumps({"kind": "hit", "key": TINY, "source": "x", "at": 0, "seconds": "soon"})
+    )
     with KubeApi(token="agent", grants={"agent": leases_only}) as api:
         kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", api.url, "agent")
         agent = Agent(cache, kubeconfig, "agent-0", tmp_path)
         agents.append(agent)
         agent.wait_for("a failed round", lambda s: value(s, "modelcache_purge_rounds_total", result="failed") >= 1)
+        samples = agent.wait_for("a scan", lambda s: value(s, "modelcache_cache_models", state="ready") == 1)
         assert agent.stop() == 0
     assert check_ready(CacheLayout(cache), TINY) is not None
     log = agent.log.read_text()
     assert "purge round failed, nothing removed" in log
     assert "403" in log
+    # The metrics survive hostile records: an unknown reason is "Other", a record that is not numbers is skipped.
+    assert value(samples, "modelcache_fetches_total", outcome="failed", reason="Other") == 1
+    assert value(samples, "modelcache_fetches_total", outcome="hit", reason="") == 0
+    assert "skipped the outcome record" in log
 
 
 def test_bad_agent_settings_stop_it_with_every_problem_named(cache: Path) -> None:
