@@ -352,7 +352,6 @@ class Agent:
         settings = self.settings
         if not self.layout.state.is_dir():
             log.debug("purge: no model was ever fetched to %s; nothing to do", self.layout.root)
-            self._record_round()
             return None
         _, total = free_space(self.layout)
         policy = PurgePolicy(
@@ -378,12 +377,12 @@ class Agent:
         return report
 
     def _account(self, report: dict[str, Any]) -> None:
-        stopped = any("was stopped" in item.get("refused", "") for item in report["models"])
+        stopped = report["stopped"]
         for item in report["models"]:
             if item["remove"] and not report["dry_run"]:
                 why = "watermark" if item["reason"].startswith("free space") else "unused"
                 self.metrics.purged_models.labels(why).inc()
-            elif item.get("refused") and "was stopped" not in item["refused"]:
+            elif item.get("kept_at_removal"):
                 self.metrics.purge_kept.inc()
         if not report["dry_run"]:
             self.metrics.purged_bytes.inc(report["freed_bytes"])
@@ -406,8 +405,6 @@ class Agent:
             self.metrics.purge_last_success.set(time.time())
 
     def _record_round(self) -> None:
-        if not self.layout.state.is_dir():
-            return  # an empty volume: the first fetcher creates the layout; the schedule starts then
         data = {"last_round": time.time(), "by": self.settings.identity}
         write_atomically(self.layout.state / SCHEDULE_FILE, json.dumps(data).encode())
 

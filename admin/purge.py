@@ -112,7 +112,8 @@ def run_purge(
 
     `live_pods` is asked once for the plan and again inside each removal, just before it commits.
     `keep_going` is asked before each removal: the agent stops a round when it loses its Lease.
-    The report: per model the decision and its reason, the leftovers removed, and the bytes freed.
+    The report: per model the decision and its reason, the leftovers removed, the bytes freed, and
+    whether the round was stopped before its end.
     """
     moment = time.time() if now is None else now
     models = list_models(layout)
@@ -122,20 +123,22 @@ def run_purge(
     busy = busy_repositories(layout, in_use)
     report: list[dict[str, Any]] = []
     freed = 0
+    stopped = False
     for decision in decisions:
         item: dict[str, Any] = {"key": decision.key, "source": decision.model.source, "remove": decision.remove}
         item["reason"] = decision.reason
         if decision.remove and not dry_run:
-            if not keep_going():
+            stopped = stopped or not keep_going()
+            if stopped:
                 item.update(remove=False, refused="; not removed: this purge round was stopped")
-                report.append(item)
-                continue
-            freed += _remove_decided(layout, decision, item, live_pods, identity, policy, busy)
+            else:
+                freed += _remove_decided(layout, decision, item, live_pods, identity, policy, busy)
         elif decision.remove:
             freed += decision.model.size
         report.append(item)
     leftovers = []
-    if keep_going():
+    stopped = stopped or not keep_going()
+    if not stopped:
         leftovers = collect_garbage(
             layout,
             identity=identity,
@@ -150,6 +153,7 @@ def run_purge(
         "leftovers": [asdict(item) for item in leftovers],
         "freed_bytes": freed,
         "dry_run": dry_run,
+        "stopped": stopped,
     }
 
 
@@ -178,8 +182,7 @@ def _remove_decided(
             busy_repos=busy,
         )
     except RemovalRefusedError as err:
-        item["remove"] = False
-        item["refused"] = f"; not removed: {err}"
+        item.update(remove=False, refused=f"; not removed: {err}", kept_at_removal=True)
         log.info("kept %s: %s", decision.key, err, extra={"model_key": decision.key})
         return 0
     item["freed_bytes"] = removed.freed

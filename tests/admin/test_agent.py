@@ -121,6 +121,8 @@ def test_the_agent_purges_only_what_no_live_pod_uses_and_exports_the_cache(
     samples = agent.wait_for("a purge round", lambda s: value(s, "modelcache_purge_rounds_total", result="ok") == 1)
     samples = agent.wait_for("a scan after it", lambda s: value(s, "modelcache_cache_models", state="ready") == 1)
 
+    with urllib.request.urlopen(f"http://127.0.0.1:{agent.port}/healthz", timeout=5) as health:
+        assert (health.status, health.read()) == (200, b"ok\n")  # the liveness probe
     layout = CacheLayout(cache)
     assert check_ready(layout, TINY) is not None  # in use by a live pod, though unused for 8 days
     assert check_ready(layout, JSON_ONLY) is None

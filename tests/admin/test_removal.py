@@ -138,3 +138,27 @@ def test_removing_one_key_of_a_repository_keeps_what_another_key_needs(hub: HubS
         check=False,
     )
     assert loaded.returncode == 0, loaded.stderr
+
+
+def test_a_purge_round_told_to_stop_removes_nothing_more(hub: HubServer, cache: Path) -> None:
+    """The agent stops a round between two removals when it loses its Lease or is told to stop."""
+    from admin.purge import PurgePolicy, run_purge
+    from tests.admin.test_cli import age_use
+
+    populate(hub, cache)
+    age_use(cache, TINY, days=30)
+    report = run_purge(
+        CacheLayout(cache),
+        policy=PurgePolicy(unused_for=86400),
+        staging_after=86400,
+        outcomes_after=86400,
+        dry_run=False,
+        live_pods=dict,
+        identity=ME,
+        keep_going=lambda: False,
+    )
+    assert report["stopped"] is True
+    [item] = report["models"]
+    assert (item["remove"], item["refused"]) == (False, "; not removed: this purge round was stopped")
+    assert report["leftovers"] == []
+    assert check_ready(CacheLayout(cache), TINY) is not None
