@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -44,6 +44,9 @@ from fetcher.inventory import CachedModel, free_space, list_models
 from fetcher.layout import CacheLayout, format_bytes, list_names, write_atomically
 from fetcher.locking import Identity
 from fetcher.outcomes import COUNTED_SUFFIX, KINDS, claim_outcome, read_outcomes
+
+if TYPE_CHECKING:
+    from controller.leader import LeaderElector  # the kubernetes client: imported only to run
 from webhook.config import read_boolean, read_choice
 
 log = logging.getLogger("modelcache.agent")
@@ -288,7 +291,7 @@ class Agent:
         self,
         settings: AgentSettings,
         *,
-        elector: Any,  # controller.leader.LeaderElector: try_lead(now) -> bool, release()
+        elector: LeaderElector,
         live_pods: Callable[[], Mapping[str, Sequence[str]]],
     ) -> None:
         self.settings, self.elector, self.live_pods = settings, elector, live_pods
