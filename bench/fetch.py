@@ -33,7 +33,7 @@ from typing import Any
 from devtools.fetcher_env import fetcher_environment
 from devtools.hubserver import HubRepo, HubServer
 from devtools.tinymodel import write_sharded_model
-from fetcher import contract
+from modelcache.contract import wire
 
 PEERS_PYTHON = Path(".venv-peers/bin/python")
 MIB = 1 << 20
@@ -101,11 +101,11 @@ def concurrent(hub: HubServer, repo: HubRepo, cache: Path, pods: int) -> tuple[f
     sizes = {p: f.size for p, f in repo.commits[repo.main].items()}
     envs = [
         fetcher_environment(
-            source, cache, pod=f"pod-{i}", extra={"HF_ENDPOINT": hub.url, "MODELCACHE_LOCK_POLL": "0.1"}
+            source, cache, pod=f"pod-{i}", extra={"HF_ENDPOINT": hub.url, "MODELCACHE_LOCK_POLL": "100ms"}
         )
         for i in range(pods)
     ]
-    model = Path(envs[0][contract.MODEL_PATH_ENV])
+    model = Path(envs[0][wire.MODEL_PATH_ENV])
     hub.reset_counters()
     started = time.perf_counter()
     processes = [subprocess.Popen(FETCHER, env=e, stderr=subprocess.DEVNULL) for e in envs]
@@ -209,7 +209,7 @@ def main() -> int:
             rows.append((name, run))
         pin = work / "pin"  # the pod's modelcache-pin emptyDir: a hit also links the pod's version there
         pin.mkdir()
-        hits = hit_runs({**ours_env, contract.PIN_PATH_ENV: str(pin / "model")}, 20)
+        hits = hit_runs({**ours_env, wire.PIN_PATH_ENV: str(pin / "model")}, 20)
         small_cache = work / "small"
         small_cache.mkdir()
         small_env = fetcher_environment("hf://bench/small", small_cache, extra=env)

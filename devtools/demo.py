@@ -78,7 +78,7 @@ def fetch_demo(workdir: Path) -> None:
     cache.mkdir()
     with HubServer([HubRepo.single("demo/tiny-model", tiny_model_files())]) as hub:
         hub.faults.bytes_per_second = 8 * 1024  # ~4 s for the model: slow enough to see the others wait
-        settings = {"HF_ENDPOINT": hub.url, "MODELCACHE_LOCK_POLL": "0.1", "MODELCACHE_LOCK_LOG_EVERY": "0.5"}
+        settings = {"HF_ENDPOINT": hub.url, "MODELCACHE_LOCK_POLL": "100ms", "MODELCACHE_LOCK_LOG_EVERY": "500ms"}
         logs = [workdir / f"pod-{i}.log" for i in range(4)]
         pods = [
             start_fetcher(

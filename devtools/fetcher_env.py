@@ -8,7 +8,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from fetcher import contract
+from modelcache.contract import annotation, keys, sources, wire
 
 
 def fetcher_environment(
@@ -19,25 +19,25 @@ def fetcher_environment(
     pod: str = "pod-0",
     extra: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    parsed = contract.parse_source(source, allow_http=True)
-    include = contract.parse_include(",".join(include)) if include else ()
-    key = contract.model_key(parsed, include)
+    parsed = sources.parse_source(source, allow_http=True)
+    include = annotation.parse_include(",".join(include)) if include else ()
+    key = keys.model_key(parsed, include)
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(cache_root.parent),
-        contract.SOURCE_ENV: parsed.uri,
-        contract.MODEL_KEY_ENV: key,
-        contract.CACHE_ROOT_ENV: str(cache_root),
-        contract.MODEL_PATH_ENV: contract.model_path(str(cache_root), key),
-        contract.SHARED_CACHE_ENV: "true",
-        contract.POD_NAME_ENV: pod,
-        contract.POD_NAMESPACE_ENV: "serving",
-        contract.NODE_NAME_ENV: "node-a",
+        wire.SOURCE_ENV: parsed.uri,
+        wire.MODEL_KEY_ENV: key,
+        wire.CACHE_ROOT_ENV: str(cache_root),
+        wire.MODEL_PATH_ENV: wire.model_path(str(cache_root), key),
+        wire.SHARED_CACHE_ENV: "true",
+        wire.POD_NAME_ENV: pod,
+        wire.POD_NAMESPACE_ENV: "serving",
+        wire.NODE_NAME_ENV: "node-a",
         "MODELCACHE_TERMINATION_LOG": str(cache_root.parent / f"{pod}.termination-log"),
         "HF_HUB_DISABLE_TELEMETRY": "1",
     }
     if include:
-        env[contract.INCLUDE_ENV] = ",".join(include)
+        env[wire.INCLUDE_ENV] = ",".join(include)
     env.update(extra or {})
     return env
 

@@ -14,13 +14,13 @@ import sys
 
 # What each program imports, also lazily (a lazy import after the switch could not read the stdlib).
 PRELOAD = {
-    "admin": [
-        "admin.cli",
-        "admin.purge",
-        "admin.progress",
-        "fetcher.removal",
-        "fetcher.inventory",
-        "fetcher.logs",
+    "modelcache": [
+        "modelcache.cli.main",
+        "modelcache.cache.purge",
+        "modelcache.cli.progress",
+        "modelcache.cache.removal",
+        "modelcache.cache.inventory",
+        "modelcache.runtime.logs",
         "encodings.idna",
         "locale",
         "json.encoder",

@@ -2,7 +2,7 @@
 
 Exit 0 when the model is ready. Otherwise, a one-paragraph message goes to the termination log
 (`kubectl describe pod` shows it) and stderr, and the exit code tells the kind of failure (see
-fetcher/errors.py and docs/fetcher.md).
+modelcache/contract/errors.py and docs/fetcher.md).
 """
 
 from __future__ import annotations
@@ -14,22 +14,24 @@ import time
 from pathlib import Path
 
 from fetcher.config import FetchSettings
-from fetcher.errors import FetchError
 from fetcher.fetch import ensure_model, record_run
-from fetcher.logs import configure_logging
+from modelcache.contract.errors import FetchError
+from modelcache.contract.wire import TERMINATION_LOG_ENV, TERMINATION_LOG_PATH
+from modelcache.runtime.logs import configure_logging
 
 log = logging.getLogger("fetcher")
 TERMINATION_LOG_LIMIT = 4096  # bytes the kubelet keeps of a termination message
-DEFAULT_TERMINATION_LOG = Path("/dev/termination-log")
 
 
 def main() -> int:
     try:
         settings = FetchSettings.from_env(os.environ)
     except FetchError as err:
-        configure_logging(key="-", fmt="text")
-        return _fail(err, Path(os.environ.get("MODELCACHE_TERMINATION_LOG", DEFAULT_TERMINATION_LOG)))
-    configure_logging(key=settings.key, fmt=settings.log_format)
+        configure_logging(fmt="text")
+        return _fail(err, Path(os.environ.get(TERMINATION_LOG_ENV, TERMINATION_LOG_PATH)))
+    configure_logging(fmt=settings.log_format, model_key=settings.key)
+    for name in settings.ignored:
+        log.warning("%s is not a setting of this fetcher image; ignored (is the image older than the webhook?)", name)
     started = time.monotonic()
     try:
         outcome = ensure_model(settings, environ=os.environ)

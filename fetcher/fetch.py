@@ -8,38 +8,32 @@ last. The lock only keeps pods that start together from downloading the same byt
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import shutil
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from fetcher import contract
 from fetcher.config import FetchSettings
-from fetcher.errors import ConfigError, DiskFullError, FetchError, TransferError
-from fetcher.layout import (
-    CacheLayout,
-    Marker,
-    check_ready,
-    format_bytes,
-    make_shared_dir,
-    record_use,
-    symlink_atomically,
-    tree_bytes,
-)
-from fetcher.outcomes import OutcomeRecord, write_outcome
-from fetcher.sources import Plan, RemoteFile, RetryableError, Source
+from modelcache import __version__
+from modelcache.cache.files import symlink_atomically
+from modelcache.cache.layout import CacheLayout
+from modelcache.cache.markers import Marker, check_ready
+from modelcache.cache.outcomes import OutcomeRecord, write_outcome
+from modelcache.cache.usage import record_use
+from modelcache.contract.errors import ConfigError, DiskFullError, FetchError
+from modelcache.contract.quantities import format_bytes
+from modelcache.contract.sources import HttpSource, HubSource, S3Source
+from modelcache.contract.wire import PIN_MOUNT_PATH, PIN_VOLUME_NAME
 
-if TYPE_CHECKING:  # the hit path does not import it: it brings threads and the transfer machinery
-    from fetcher.locking import ModelLock
+if TYPE_CHECKING:  # the hit path does not import them: they bring threads and the transfer machinery
+    from fetcher.plan import Plan
+    from fetcher.sources import Source
+    from modelcache.cache.locking import ModelLock
 
 log = logging.getLogger(__name__)
-USER_AGENT = "modelcache-fetcher/0.1.0"
+USER_AGENT = f"modelcache-fetcher/{__version__}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +109,7 @@ def pin(path: Path, target: str) -> None:
     except OSError as err:
         raise ConfigError(
             f"cannot link {path} to {target} ({err.strerror or err}): the webhook mounts the "
-            f"{contract.PIN_VOLUME_NAME} emptyDir at {contract.PIN_MOUNT_PATH} for it; check the pod spec"
+            f"{PIN_VOLUME_NAME} emptyDir at {PIN_MOUNT_PATH} for it; check the pod spec"
         ) from err
 
 
@@ -141,7 +135,8 @@ def _fetch_under_lock(
     never resolves (no Hub call, no rate limit spent, no network library imported). The model it gets
     is the version the cache resolved, the same no-drift rule as for any later pod.
     """
-    from fetcher.locking import Identity, ModelLock
+    from modelcache.cache.locking import ModelLock
+    from modelcache.cache.owners import Identity
 
     layout.ensure()
     lock = ModelLock(
@@ -184,25 +179,20 @@ def _fetch_under_lock(
 
 def _resolve(source: Source, settings: FetchSettings) -> Plan:
     """The source's resolve(), with the same retry policy as downloads."""
-    for attempt in range(settings.retry.attempts):
-        try:
-            return source.resolve()
-        except RetryableError as err:
-            if attempt == settings.retry.attempts - 1:
-                raise TransferError(
-                    f"resolving {settings.source.uri} failed {settings.retry.attempts} times, the last time with: "
-                    f"{err}. Check that the source is reachable from the node."
-                ) from err
-            pause = settings.retry.delay(attempt, err.retry_after)
-            log.warning("resolving %s: %s; retrying in %.1f s", settings.source.uri, err, pause)
-            time.sleep(pause)
-    raise AssertionError("unreachable")
+    from fetcher.retrying import retry
+
+    return retry(
+        source.resolve,
+        policy=settings.retry,
+        what=f"resolving {settings.source.uri}",
+        advice="Check that the source is reachable from the node.",
+    )
 
 
 def open_source(settings: FetchSettings, layout: CacheLayout, environ: Mapping[str, str]) -> Source:
     """The adapter for the source's scheme; its library is imported only now (off the hit path)."""
     source = settings.source
-    if isinstance(source, contract.S3Source):
+    if isinstance(source, S3Source):
         from fetcher.sources.s3 import S3Adapter
 
         return S3Adapter(
@@ -222,7 +212,7 @@ def open_source(settings: FetchSettings, layout: CacheLayout, environ: Mapping[s
         read_timeout=settings.read_timeout,
         user_agent=USER_AGENT,
     )
-    if isinstance(source, contract.HubSource):
+    if isinstance(source, HubSource):
         from fetcher.sources.hf import HubAdapter
 
         return HubAdapter(
@@ -236,34 +226,41 @@ def open_source(settings: FetchSettings, layout: CacheLayout, environ: Mapping[s
         )
     from fetcher.sources.http import HttpAdapter
 
+    if not isinstance(source, HttpSource):  # pragma: no cover - the three kinds are exhaustive
+        raise ConfigError(f"no adapter for {source.uri}")
     return HttpAdapter(source, environ=environ, http=http)
 
 
 def _download_and_publish(
     settings: FetchSettings, layout: CacheLayout, source: Source, plan: Plan, lock: ModelLock
 ) -> tuple[Marker, int]:
-    from fetcher.locking import LockState, Progress, RepoGuard
-    from fetcher.publish import blob_name, publish_hub, publish_ready, publish_store
+    from fetcher import staging
+    from fetcher.publish import publish_hub, publish_ready, publish_store
     from fetcher.transfer import check_free_space, download_all
+    from modelcache.cache.layout import blob_name
+    from modelcache.cache.locking import LockState, RepoGuard
+    from modelcache.cache.owners import Progress
 
     exclusive = lock.state is LockState.HELD  # only then is every other attempt of this key dead
-    attempt = _claim_attempt(
+    attempt = staging.claim_attempt(
         layout, settings.key, plan.version, exclusive=exclusive, stale_after=settings.lock.stale_after
     )
     progress = Progress(plan.total_bytes)
     lock.start_heartbeat(progress, attempt=attempt.name, touch=attempt)
-    hub = settings.source if isinstance(settings.source, contract.HubSource) else None
+    hub = settings.source if isinstance(settings.source, HubSource) else None
     missing = plan.files
     guard = None
     if hub is not None:  # blobs another key already published need no download
-        guard = RepoGuard(layout, layout.hub_repo_dir(hub.repo_id).name, timeout=settings.lock.timeout)
+        repo = layout.hub_repo(hub.repo_id)
+        guard = RepoGuard(layout, repo.folder, timeout=settings.lock.timeout)
         guard.share()  # held until published, so the purger cannot delete a blob we count on
-        blobs = layout.hub_repo_dir(hub.repo_id) / "blobs"
-        missing = tuple(f for f in plan.files if not _has_size(blobs / blob_name(f.sha256, f.git_sha1), f.size))
+        missing = tuple(f for f in plan.files if not _has_size(repo.blob(blob_name(f.sha256, f.git_sha1)), f.size))
     progress.add(plan.total_bytes - sum(f.size for f in missing))
     try:
-        check_free_space(layout.root, sum(f.size - _staged_bytes(attempt, f) for f in missing))
-        download_all(source, missing, attempt, workers=settings.workers, progress=progress, retry=settings.retry)
+        check_free_space(layout.root, sum(f.size - staging.staged_bytes(attempt, f) for f in missing))
+        download_all(
+            source, missing, attempt, workers=settings.workers, on_bytes=progress.add, retry_policy=settings.retry
+        )
         if hub is not None:
             model_dir = publish_hub(layout, hub, plan, attempt)
         else:
@@ -277,56 +274,16 @@ def _download_and_publish(
             model_dir=model_dir,
         )
     except DiskFullError:
-        shutil.rmtree(attempt, ignore_errors=True)  # give the space back; nothing was published
+        staging.remove_attempt(attempt)  # give the space back; nothing was published
         raise
     finally:
         if guard is not None:
             guard.release()
-    shutil.rmtree(attempt, ignore_errors=True)
+    staging.remove_attempt(attempt)
     if exclusive:
-        _remove_dead_attempts(layout, settings.key)
+        staging.remove_dead_attempts(layout, settings.key)
     log.info("published %s at %s; %s is ready", settings.source.uri, marker.path, settings.model_path)
     return marker, sum(f.size for f in missing)
-
-
-def _claim_attempt(layout: CacheLayout, key: str, version: str, *, exclusive: bool, stale_after: float) -> Path:
-    """A private staging directory; a dead attempt at the same version is adopted, to resume it."""
-    base = layout.staging_dir(key)
-    make_shared_dir(base)
-    mine = base / f"{version}.{uuid.uuid4().hex[:12]}"
-    now = time.time()
-    candidates = []
-    for entry in base.iterdir():
-        # Only attempts at the same version, and our own UID's: another UID's partial files are 0644.
-        if entry.name.startswith(version + ".") and entry.is_dir():
-            with contextlib.suppress(OSError):
-                stat = entry.stat()
-                if stat.st_uid == os.geteuid() and (exclusive or now - stat.st_mtime > stale_after):
-                    candidates.append((tree_bytes(entry), entry))
-    for size, entry in sorted(candidates, reverse=True):
-        try:
-            os.rename(entry, mine)  # atomic: one claimant wins
-        except OSError:
-            continue
-        log.info("resuming the interrupted download %s (%s already on disk)", entry.name, format_bytes(size))
-        return mine
-    make_shared_dir(mine)  # 0777: the purge may run under another UID (layout.SHARED_DIR_MODE)
-    return mine
-
-
-def _remove_dead_attempts(layout: CacheLayout, key: str) -> None:
-    for entry in layout.staging_dir(key).iterdir():
-        shutil.rmtree(entry, ignore_errors=True)
-
-
-def _staged_bytes(attempt: Path, file: RemoteFile) -> int:
-    from fetcher.transfer import PART_SUFFIX, staged_path
-
-    final = staged_path(attempt, file)
-    for candidate in (final, final.with_name(final.name + PART_SUFFIX)):
-        with contextlib.suppress(OSError):
-            return min(candidate.stat().st_size, file.size)
-    return 0
 
 
 def _has_size(path: Path, size: int) -> bool:

@@ -16,8 +16,8 @@ import urllib3
 from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.exceptions import SSLError
 
-from fetcher.errors import AccessDeniedError, NotFoundError, TransferError
-from fetcher.sources import RetryableError
+from fetcher.retrying import RetryableError
+from modelcache.contract.errors import AccessDeniedError, NotFoundError, TransferError
 
 CHUNK = 4 << 20  # per read: fewer Python round trips; memory stays workers x 4 MiB
 MAX_REDIRECTS = 10

@@ -9,30 +9,24 @@ costs only the bytes not yet written. A file is renamed to its staged name only 
 from __future__ import annotations
 
 import errno
-import hashlib
 import logging
 import os
 import threading
+from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
 
-from fetcher.config import RetryPolicy
-from fetcher.errors import DiskFullError, IntegrityError, TransferError
-from fetcher.layout import FILE_MODE, format_bytes, make_shared_dir
-from fetcher.locking import Progress
-from fetcher.sources import RemoteFile, RetryableError, Source
+from fetcher.plan import RemoteFile
+from fetcher.retrying import CancelledError, RetryableError, RetryPolicy, retry
+from fetcher.sources import Source
+from fetcher.staging import part_path, staged_path
+from modelcache.cache.digests import Digests, hash_file
+from modelcache.cache.files import FILE_MODE, make_shared_dir
+from modelcache.contract.errors import DiskFullError, IntegrityError
+from modelcache.contract.quantities import format_bytes
 
 log = logging.getLogger(__name__)
-CHUNK = 1 << 20
-PART_SUFFIX = ".part"
-
-
-class _CancelledError(Exception):
-    pass
-
-
-def staged_path(attempt_dir: Path, file: RemoteFile) -> Path:
-    return attempt_dir / "data" / file.path
+OnBytes = Callable[[int], None]  # bytes done (negative when a restart throws some away)
 
 
 def download_all(
@@ -41,20 +35,20 @@ def download_all(
     attempt_dir: Path,
     *,
     workers: int,
-    progress: Progress,
-    retry: RetryPolicy,
+    on_bytes: OnBytes,
+    retry_policy: RetryPolicy,
 ) -> None:
     """Download every file into attempt_dir/data/<path>; the first final error stops the others."""
     cancel = threading.Event()
     ordered = sorted(files, key=lambda f: -f.size)  # big files first: they bound the wall time
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="modelcache-download") as pool:
-        futures = [pool.submit(_download_one, source, f, attempt_dir, progress, retry, cancel) for f in ordered]
+        futures = [pool.submit(_download_one, source, f, attempt_dir, on_bytes, retry_policy, cancel) for f in ordered]
         done, _ = wait(futures, return_when=FIRST_EXCEPTION)
         errors = [f.exception() for f in done if f.exception() is not None]
         if errors:
             cancel.set()
             wait(futures)
-            first = next((e for e in errors if not isinstance(e, _CancelledError)), errors[0])
+            first = next((e for e in errors if not isinstance(e, CancelledError)), errors[0])
             if first is not None:
                 raise first
 
@@ -63,75 +57,55 @@ class _FileState:
     """How far a file is on disk, and the digests of exactly those bytes (kept in step across retries)."""
 
     def __init__(self, file: RemoteFile) -> None:
-        self.hashes = _Hashes(file)
-        self.offset = 0
+        self.digests = Digests(file)
 
-    def restart(self) -> None:
-        self.hashes.reset()
-        self.offset = 0
+    @property
+    def offset(self) -> int:
+        return self.digests.size
 
 
 def _download_one(
     source: Source,
     file: RemoteFile,
     attempt_dir: Path,
-    progress: Progress,
-    retry: RetryPolicy,
+    on_bytes: OnBytes,
+    retry_policy: RetryPolicy,
     cancel: threading.Event,
 ) -> None:
     final = staged_path(attempt_dir, file)
     if final.exists() and final.stat().st_size == file.size:
-        progress.add(file.size)  # verified by an earlier attempt (only verified files get this name)
+        on_bytes(file.size)  # verified by an earlier attempt (only verified files get this name)
         return
-    part = final.with_name(final.name + PART_SUFFIX)
+    part = part_path(attempt_dir, file)
     make_shared_dir(part.parent)
-    state = _FileState(file)
-    _resume(part, file, state)
-    progress.add(state.offset)
-    for attempt in range(retry.attempts):
-        if cancel.is_set():
-            raise _CancelledError
-        try:
-            _stream(source, file, part, state, progress, cancel)
-            break
-        except RetryableError as err:
-            if attempt == retry.attempts - 1:
-                raise TransferError(
-                    f"downloading {file.path} failed {retry.attempts} times, the last time with: {err}. "
-                    "The pod will retry; if the source keeps failing, check its status and the network path "
-                    "from this node."
-                ) from err
-            pause = retry.delay(attempt, err.retry_after)
-            log.warning(
-                "%s: %s; retrying in %.1f s from byte %d (attempt %d of %d)",
-                file.path,
-                err,
-                pause,
-                state.offset,
-                attempt + 2,
-                retry.attempts,
-            )
-            if cancel.wait(pause):
-                raise _CancelledError from err
+    state = _resume(part, file)
+    on_bytes(state.offset)
+    retry(
+        lambda: _stream(source, file, part, state, on_bytes, cancel),
+        policy=retry_policy,
+        what=f"downloading {file.path}",
+        advice="The pod will retry; if the source keeps failing, check its status and the network path from this node.",
+        cancel=cancel,
+        progress=lambda: f"from byte {state.offset}",
+    )
     _verify(file, part, state)
     os.replace(part, final)
 
 
-def _resume(part: Path, file: RemoteFile, state: _FileState) -> None:
+def _resume(part: Path, file: RemoteFile) -> _FileState:
     """Hash what a previous attempt wrote, so the download can go on from there."""
+    state = _FileState(file)
     try:
         size = part.stat().st_size
     except FileNotFoundError:
-        return
+        return state
     if size > file.size:
         os.truncate(part, 0)
-        return
-    with part.open("rb") as existing:
-        while chunk := existing.read(CHUNK):
-            state.hashes.update(chunk)
-    state.offset = size
+        return state
+    state.digests = hash_file(part, file)
     if size:
         log.info("%s: resuming after %s already on disk", file.path, format_bytes(size))
+    return state
 
 
 def _stream(
@@ -139,7 +113,7 @@ def _stream(
     file: RemoteFile,
     part: Path,
     state: _FileState,
-    progress: Progress,
+    on_bytes: OnBytes,
     cancel: threading.Event,
 ) -> None:
     """Append to the part file from state.offset; state follows every byte written, even if we fail."""
@@ -148,24 +122,23 @@ def _stream(
     start, chunks = source.open(file, state.offset)
     if start != state.offset:  # the server ignored Range: start over
         log.info("%s: the server does not resume; downloading from the start", file.path)
-        progress.add(-state.offset)
-        state.restart()
+        on_bytes(-state.offset)
+        state.digests.reset()
     fd = os.open(part, os.O_WRONLY | os.O_CREAT, FILE_MODE)
     try:
         os.ftruncate(fd, state.offset)
         os.lseek(fd, state.offset, os.SEEK_SET)
         for chunk in chunks:
             if cancel.is_set():
-                raise _CancelledError
+                raise CancelledError
             if state.offset + len(chunk) > file.size:
                 raise IntegrityError(
                     f"{file.path}: the source sent more than the {file.size} bytes it declared; nothing was "
                     "published. If the model changed at the source, start the pod again."
                 )
             _write_all(fd, chunk)
-            state.hashes.update(chunk)
-            state.offset += len(chunk)
-            progress.add(len(chunk))
+            state.digests.update(chunk)
+            on_bytes(len(chunk))
         if state.offset < file.size:
             raise RetryableError(f"the connection ended after {state.offset} of {file.size} bytes")
         os.fsync(fd)
@@ -187,42 +160,13 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def _verify(file: RemoteFile, part: Path, state: _FileState) -> None:
-    size, hashes = state.offset, state.hashes
-    problem = None
-    if size != file.size:
-        problem = f"{size} bytes instead of the declared {file.size}"
-    elif file.sha256 and hashes.sha256 and hashes.sha256.hexdigest() != file.sha256.lower():
-        problem = f"sha256 {hashes.sha256.hexdigest()} instead of the declared {file.sha256}"
-    elif file.git_sha1 and hashes.git_sha1 and hashes.git_sha1.hexdigest() != file.git_sha1.lower():
-        problem = f"git blob sha1 {hashes.git_sha1.hexdigest()} instead of the declared {file.git_sha1}"
+    problem = state.digests.mismatch()
     if problem:
         part.unlink(missing_ok=True)  # a bad download must not be resumed
         raise IntegrityError(
             f"{file.path} failed verification: {problem}. Nothing was published. The pod will download it "
             "again; if this repeats, the source serves corrupt data or declares a wrong digest."
         )
-
-
-class _Hashes:
-    """sha256 and/or the git blob sha1 of a file, as far as its bytes have been seen."""
-
-    def __init__(self, file: RemoteFile) -> None:
-        self.file = file
-        self.sha256: hashlib._Hash | None = None
-        self.git_sha1: hashlib._Hash | None = None
-        self.reset()
-
-    def reset(self) -> None:
-        self.sha256 = hashlib.sha256() if self.file.sha256 else None
-        self.git_sha1 = None
-        if self.file.git_sha1:
-            self.git_sha1 = hashlib.sha1(f"blob {self.file.size}\0".encode(), usedforsecurity=False)
-
-    def update(self, chunk: bytes) -> None:
-        if self.sha256 is not None:
-            self.sha256.update(chunk)
-        if self.git_sha1 is not None:
-            self.git_sha1.update(chunk)
 
 
 def check_free_space(root: Path, needed: int) -> None:

@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
-from controller.__main__ import Controller
-from controller.config import ControllerSettings
 from devtools.admission import admission_review
 from devtools.kubeapi import KubeApi, grants_of
 from devtools.webhook_process import RunningWebhook, run_webhook
+from modelcache.controller.__main__ import Controller
+from modelcache.controller.config import ControllerSettings
 from tests.manifests.rendering import render
 from webhook.review import decode_patch
 

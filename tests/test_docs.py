@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
-from admin.agent import AgentSettings
-from controller.config import ControllerSettings
+from modelcache.agent.config import AgentSettings
+from modelcache.controller.config import ControllerSettings
 from webhook.config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent

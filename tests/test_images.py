@@ -1,7 +1,8 @@
 """Dockerfiles, checked without a Docker engine: pinned, non-root, the right entry points and extras.
 
-The strongest check: every third-party module that the code copied into an image imports is provided
-by the extras that image installs (the closure of their requirements, from installed metadata).
+The strongest check: every third-party module that the programs of an image import (at any depth, also
+inside functions) is provided by the extras that image installs (the closure of their requirements,
+from installed metadata), and every module of ours they import is copied in.
 """
 
 from __future__ import annotations
@@ -29,27 +30,25 @@ class Image:
 
 
 IMAGES = {
-    "Dockerfile.fetcher": Image(frozenset({"fetcher"}), "modelcache-fetch", ("fetcher",)),
+    "Dockerfile.fetcher": Image(frozenset({"fetcher"}), "modelcache-fetch", ("modelcache", "fetcher")),
     "Dockerfile.webhook": Image(
-        frozenset({"webhook", "certs"}),
-        "modelcache-webhook",
-        (
-            "webhook",
-            "certs",
-            "controller",
-            "admin",
-            *(f"fetcher/{name}.py" for name in ("__init__", "contract", "errors", "config", "layout", "locking")),
-            *(f"fetcher/{name}.py" for name in ("inventory", "outcomes", "removal", "logs")),
-        ),
+        frozenset({"webhook", "certs"}), "modelcache-webhook", ("modelcache", "webhook", "certs")
     ),
 }
 # Programs each image runs (their modules), and modules they import only for work that image does not
-# do (the webhook image runs the cache agent and purge, but never downloads: admin.localfetch).
+# do: the webhook image runs the cache agent and purge, but never downloads (modelcache.cli.localfetch);
+# the fetcher image runs only the fetcher (issue 13 decides which image carries the CLI).
 PROGRAMS = {
     "Dockerfile.fetcher": (("fetcher.__main__",), ()),
     "Dockerfile.webhook": (
-        ("webhook.__main__", "controller.__main__", "certs.__main__", "admin.cli", "admin.agent"),
-        ("admin.localfetch",),
+        (
+            "webhook.__main__",
+            "modelcache.controller.__main__",
+            "certs.__main__",
+            "modelcache.cli.main",
+            "modelcache.agent.__main__",
+        ),
+        ("modelcache.cli.localfetch",),
     ),
 }
 
@@ -122,9 +121,15 @@ def closure(extras: frozenset[str]) -> set[str]:
     return seen
 
 
-def third_party_imports(paths: tuple[str, ...]) -> set[str]:
+def module_file(module: str) -> Path:
+    base = ROOT.joinpath(*module.split("."))
+    return base / "__init__.py" if (base / "__init__.py").exists() else base.with_suffix(".py")
+
+
+def third_party_imports(modules_of_ours: set[str]) -> set[str]:
+    """Third-party top-level modules these modules of ours import (fallbacks under ImportError aside)."""
     modules: set[str] = set()
-    files = [p for path in paths for p in ((ROOT / path).rglob("*.py") if (ROOT / path).is_dir() else [ROOT / path])]
+    files = [module_file(m) for m in sorted(modules_of_ours) if module_file(m).exists()]
     for file in files:
         tree = ast.parse(file.read_text())
         optional = {  # imports under `try: ... except ImportError:` have a fallback
@@ -145,15 +150,15 @@ def third_party_imports(paths: tuple[str, ...]) -> set[str]:
                 modules.update(alias.name.split(".")[0] for alias in node.names)
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 modules.add(node.module.split(".")[0])
-    copied = {path.split("/")[0] for path in paths}  # our packages in the image; any other of ours is missing
-    return {m for m in modules if m not in sys.stdlib_module_names and m not in copied}
+    ours = {"modelcache", "webhook", "fetcher", "certs"}
+    return {m for m in modules if m not in sys.stdlib_module_names and m not in ours}
 
 
 @pytest.mark.parametrize("name", sorted(IMAGES))
-def test_the_extras_provide_every_module_the_image_code_imports(name: str) -> None:
+def test_the_extras_provide_every_module_the_image_programs_import(name: str) -> None:
     provided = closure(IMAGES[name].extras)
     owners = metadata.packages_distributions()
-    for module in sorted(third_party_imports(IMAGES[name].code)):
+    for module in sorted(third_party_imports(our_modules(*PROGRAMS[name]))):
         distributions = {re.sub(r"[-_.]+", "-", d).lower() for d in owners.get(module, [])}
         assert distributions & provided, (
             f"{name}: {module} ({distributions}) is not installed by {sorted(IMAGES[name].extras)}"
@@ -162,13 +167,12 @@ def test_the_extras_provide_every_module_the_image_code_imports(name: str) -> No
 
 def our_modules(start: tuple[str, ...], outside: tuple[str, ...]) -> set[str]:
     """Our modules `start` imports, at any depth and in any function, except through `outside`."""
-    ours = {"webhook", "fetcher", "certs", "controller", "admin"}
+    ours = {"modelcache", "webhook", "fetcher", "certs"}
     seen: set[str] = set()
     pending = list(start)
     while pending:
         module = pending.pop()
-        base = ROOT.joinpath(*module.split("."))
-        file = base / "__init__.py" if (base / "__init__.py").exists() else base.with_suffix(".py")
+        file = module_file(module)
         if module in seen or module in outside or not file.exists():
             continue
         seen.add(module)

@@ -9,10 +9,10 @@ from pathlib import Path
 
 from aiohttp import web
 
+from modelcache.runtime.logs import configure_logging
+from modelcache.runtime.settings import SettingsError
 from webhook.app import create_app
 from webhook.config import Settings
-from webhook.errors import SettingsError
-from webhook.logs import configure_logging
 from webhook.tls import TlsReloader
 
 log = logging.getLogger("webhook")

@@ -4,20 +4,30 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Literal
 
-from fetcher.contract import ContractError, parse_mount_path, parse_quantity
-from webhook.errors import SettingsError
+from modelcache.contract.annotation import parse_mount_path, parse_quantity
+from modelcache.contract.errors import ContractError
+from modelcache.contract.wire import DEFAULT_FETCHER_IMAGE
+from modelcache.runtime.logs import FORMATS, LEVELS
+from modelcache.runtime.settings import (
+    DNS_SUBDOMAIN,
+    ENV_PREFIX,
+    load_settings,
+    read_boolean,
+    read_choice,
+    read_port,
+    read_seconds,
+    read_text,
+    read_url,
+)
 
-ENV_PREFIX = "MODELCACHE_"
-DEFAULT_FETCHER_IMAGE = "modelcache-fetcher:0.1.0"
 # [registry[:port]/]path[:tag][@sha256:digest], lowercase path as the distribution spec requires.
 _IMAGE = re.compile(
     r"(?:[a-zA-Z0-9.-]+(?::\d+)?/)?[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*"
     r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?"
 )
-_URL = re.compile(r"https?://[A-Za-z0-9.\-\[\]:]+(?:/[!-~]*)?")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -62,30 +72,11 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
-        """Read and validate every MODELCACHE_* variable; one error lists every problem."""
-        problems: list[str] = []
-        values: dict[str, object] = {}
-        known = {ENV_PREFIX + f.name.upper() for f in fields(cls)}
-        for name in sorted(environ):
-            if name.startswith(ENV_PREFIX) and name not in known and not _SERVICE_LINK.fullmatch(name):
-                problems.append(f"{name} is not a setting (known: {', '.join(sorted(known))})")
-        for f in fields(cls):
-            env = ENV_PREFIX + f.name.upper()
-            if env in environ:
-                reader = _READERS[f.name]
-                try:
-                    values[f.name] = reader(environ[env])
-                except (ValueError, ContractError) as err:
-                    problems.append(f"{env}={environ[env]!r}: {err}")
-        if problems:
-            raise SettingsError(problems)
-        if values.get("volume_status") and not values.get("kube_api_url"):
-            values["kube_api_url"] = _in_cluster_api_url(environ)
-        settings = cls(**values)  # type: ignore[arg-type]  # each reader returns its field's type
-        problems = settings.problems()
-        if problems:
-            raise SettingsError(problems)
-        return settings
+        """Read and validate every MODELCACHE_* variable; one SettingsError lists every problem."""
+        api_url = ENV_PREFIX + "KUBE_API_URL"
+        if not environ.get(api_url) and _in_cluster_api_url(environ):  # in a pod: the apiserver it announces
+            environ = {**environ, api_url: _in_cluster_api_url(environ)}
+        return load_settings(cls, _READERS, environ, what="webhook")
 
     def problems(self) -> list[str]:
         """Cross-field checks (also run on settings built in code, e.g. by tests)."""
@@ -126,7 +117,7 @@ def _in_cluster_api_url(environ: Mapping[str, str]) -> str:
 
 def _object_reference(value: str) -> str:
     namespace, slash, name = value.partition("/")
-    if value and (not slash or not _DNS_SUBDOMAIN.fullmatch(namespace) or not _DNS_SUBDOMAIN.fullmatch(name)):
+    if value and (not slash or not DNS_SUBDOMAIN.fullmatch(namespace) or not DNS_SUBDOMAIN.fullmatch(name)):
         raise ValueError("expected <namespace>/<name> of a ConfigMap, such as modelcache-system/modelcache-volumes")
     return value
 
@@ -137,24 +128,6 @@ def _image(value: str) -> str:
     return value
 
 
-def read_choice(*choices: str) -> Callable[[str], str]:
-    """A reader that accepts exactly `choices` (shared with the controller's settings)."""
-
-    def read(value: str) -> str:
-        if value not in choices:
-            raise ValueError(f"expected one of {', '.join(choices)}")
-        return value
-
-    return read
-
-
-def _port(value: str) -> int:
-    port = int(value)
-    if not 1 <= port <= 65535:
-        raise ValueError("expected a port number from 1 to 65535")
-    return port
-
-
 def _uid(value: str) -> int:
     uid = int(value)
     if not 1 <= uid <= 2**31 - 1:
@@ -162,34 +135,8 @@ def _uid(value: str) -> int:
     return uid
 
 
-def _seconds(value: str) -> float:
-    seconds = float(value)
-    if not 0.1 <= seconds <= 3600:
-        raise ValueError("expected a number of seconds from 0.1 to 3600")
-    return seconds
-
-
-def read_boolean(value: str) -> bool:
-    """true/false, 1/0, yes/no, on/off (shared with the controller's settings)."""
-    lowered = value.strip().lower()
-    if lowered in ("true", "1", "yes", "on"):
-        return True
-    if lowered in ("false", "0", "no", "off", ""):
-        return False
-    raise ValueError("expected true or false")
-
-
-def _url(value: str) -> str:
-    if value and not _URL.fullmatch(value):
-        raise ValueError("expected an http(s) URL such as https://hub-mirror.example.com")
-    return value.rstrip("/")
-
-
-_DNS_SUBDOMAIN = re.compile(r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*")
-
-
 def _pvc_name(value: str) -> str:
-    if len(value) > 253 or not _DNS_SUBDOMAIN.fullmatch(value):
+    if len(value) > 253 or not DNS_SUBDOMAIN.fullmatch(value):
         raise ValueError("expected a PersistentVolumeClaim name (lowercase letters, digits, '-' and '.')")
     return value
 
@@ -206,10 +153,6 @@ def _mount_path(value: str) -> str:
     return parse_mount_path(value, annotation=f"{ENV_PREFIX}MOUNT_PATH")
 
 
-def _text(value: str) -> str:
-    return value
-
-
 _READERS: dict[str, Callable[[str], object]] = {
     "fetcher_image": _image,
     "fetcher_image_pull_policy": read_choice("Always", "IfNotPresent", "Never"),
@@ -222,22 +165,18 @@ _READERS: dict[str, Callable[[str], object]] = {
     "pod_local_size_limit": _quantity("memory"),
     "scratch_size_limit": _quantity("memory"),
     "fetcher_uid": _uid,
-    "hf_endpoint": _url,
-    "s3_endpoint": _url,
+    "hf_endpoint": read_url,
+    "s3_endpoint": read_url,
     "allow_http": read_boolean,
     "volume_status": _object_reference,
-    "kube_api_url": _url,
-    "kube_token_file": _text,
-    "kube_ca_file": _text,
-    "host": _text,
-    "port": _port,
-    "tls_dir": _text,
+    "kube_api_url": read_url,
+    "kube_token_file": read_text,
+    "kube_ca_file": read_text,
+    "host": read_text,
+    "port": read_port,
+    "tls_dir": read_text,
     "tls_min_version": read_choice("1.2", "1.3"),
-    "tls_reload_seconds": _seconds,
-    "log_format": read_choice("text", "json"),
-    "log_level": read_choice("DEBUG", "INFO", "WARNING", "ERROR"),
+    "tls_reload_seconds": read_seconds(minimum=0.1, maximum=3600, bare_unit="s"),
+    "log_format": read_choice(*FORMATS),
+    "log_level": read_choice(*LEVELS),
 }
-# Kubernetes service links: a Service named modelcache-* in the namespace puts these in every pod's env.
-_SERVICE_LINK = re.compile(
-    r"MODELCACHE_[A-Z0-9_]*_(?:SERVICE_HOST|SERVICE_PORT(?:_[A-Z0-9_]+)?|PORT(?:_\d+_(?:TCP|UDP|SCTP)(?:_PROTO|_PORT|_ADDR)?)?)"
-)

@@ -27,12 +27,3 @@ class DenialError(WebhookError):
     def __init__(self, message: str, *, code: int = 400) -> None:
         super().__init__(message)
         self.code = code
-
-
-class SettingsError(WebhookError):
-    """One or more MODELCACHE_* settings are invalid; the message lists every problem."""
-
-    def __init__(self, problems: list[str]) -> None:
-        self.problems = problems
-        lines = "\n".join(f"  - {p}" for p in problems)
-        super().__init__(f"invalid webhook settings ({len(problems)} problem(s)):\n{lines}")

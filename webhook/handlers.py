@@ -11,11 +11,12 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from modelcache.contract import JsonObject
 from webhook.config import Settings
 from webhook.errors import DenialError, ReviewError
 from webhook.injection import decide
 from webhook.keys import METRICS, SETTINGS, TLS, VOLUMES
-from webhook.review import AdmissionRequest, JsonObject, allowed, denied, parse_review, patched
+from webhook.review import AdmissionRequest, allowed, denied, parse_review, patched
 from webhook.volume_status import VolumeStatusWatcher
 
 log = logging.getLogger(__name__)

@@ -13,10 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from fetcher import contract as c
+from modelcache.contract import JsonObject, keys, sources
+from modelcache.contract import annotation as a
+from modelcache.contract import wire as w
+from modelcache.contract.errors import ContractError
 from webhook.config import Settings
 from webhook.errors import DenialError, ReviewError
-from webhook.review import JsonObject, PatchOp
+from webhook.review import PatchOp
 
 Outcome = Literal["skipped", "already_injected", "injected", "opted_out"]
 MIRROR_POD_ANNOTATION = "kubernetes.io/config.mirror"
@@ -32,7 +35,7 @@ _WORKLOAD_IDENTITY_ENV = (
     "AWS_CONTAINER_CREDENTIALS_FULL_URI",
     "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
 )
-_RESERVED_VOLUMES = (c.CACHE_VOLUME_NAME, c.SCRATCH_VOLUME_NAME, c.PIN_VOLUME_NAME)
+_RESERVED_VOLUMES = (w.CACHE_VOLUME_NAME, w.SCRATCH_VOLUME_NAME, w.PIN_VOLUME_NAME)
 _PIN_SIZE_LIMIT = "1Mi"  # one symlink
 _TOKEN_FILE_ENV = ("AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE")
 
@@ -51,7 +54,7 @@ class Decision:
 class ModelRequest:
     """The pod's modelcache.io/* annotations, parsed."""
 
-    source: c.Source
+    source: sources.Source
     key: str
     include: tuple[str, ...]
     mount_path: str
@@ -100,7 +103,7 @@ def decide(pod: JsonObject, *, settings: Settings, claim_for: Callable[[], str] 
     It is called only for pods that use the shared cache.
     """
     view = PodView.of(pod)
-    if c.MODEL_ANNOTATION not in view.annotations:
+    if a.MODEL_ANNOTATION not in view.annotations:
         return Decision("skipped")
     if MIRROR_POD_ANNOTATION in view.annotations:
         return Decision("skipped", warnings=("modelcache: static (mirror) pods cannot be injected; ignored",))
@@ -115,7 +118,7 @@ def decide(pod: JsonObject, *, settings: Settings, claim_for: Callable[[], str] 
     patch, env_warnings = _build_patch(view, request, targets=targets, claim=claim, settings=settings)
     if opted_out_by is not None:
         warnings += (
-            f"modelcache: {c.OPT_OUT_ENV} is set in container {opted_out_by}: the model goes to pod-local storage",
+            f"modelcache: {w.OPT_OUT_ENV} is set in container {opted_out_by}: the model goes to pod-local storage",
         )
     return Decision(
         "injected" if opted_out_by is None else "opted_out",
@@ -131,7 +134,7 @@ def read_request(annotations: dict[str, str], *, settings: Settings) -> ModelReq
     Every replica of a workload carries the same annotations, so the parse is cached: it depends
     only on the modelcache.io/* entries and on the (frozen) settings.
     """
-    ours = tuple(sorted((k, v) for k, v in annotations.items() if k.startswith(c.ANNOTATION_PREFIX)))
+    ours = tuple(sorted((k, v) for k, v in annotations.items() if k.startswith(a.ANNOTATION_PREFIX)))
     return _read_request_cached(ours, settings)
 
 
@@ -143,32 +146,32 @@ def _read_request_cached(ours: tuple[tuple[str, str], ...], settings: Settings) 
     def attempt(parse: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             return parse(*args, **kwargs)
-        except c.ContractError as err:
+        except ContractError as err:
             problems.append(str(err))
             return None
 
-    source = attempt(c.parse_source, annotations[c.MODEL_ANNOTATION], allow_http=settings.allow_http)
+    source = attempt(sources.parse_source, annotations[a.MODEL_ANNOTATION], allow_http=settings.allow_http)
     include: tuple[str, ...] = ()
-    if c.INCLUDE_ANNOTATION in annotations:
-        include = attempt(c.parse_include, annotations[c.INCLUDE_ANNOTATION]) or ()
+    if a.INCLUDE_ANNOTATION in annotations:
+        include = attempt(a.parse_include, annotations[a.INCLUDE_ANNOTATION]) or ()
     mount_path = settings.mount_path
-    if c.MOUNT_PATH_ANNOTATION in annotations:
-        mount_path = attempt(c.parse_mount_path, annotations[c.MOUNT_PATH_ANNOTATION]) or mount_path
+    if a.MOUNT_PATH_ANNOTATION in annotations:
+        mount_path = attempt(a.parse_mount_path, annotations[a.MOUNT_PATH_ANNOTATION]) or mount_path
     names = None
-    if c.CONTAINERS_ANNOTATION in annotations:
-        names = attempt(c.parse_container_names, annotations[c.CONTAINERS_ANNOTATION])
+    if a.CONTAINERS_ANNOTATION in annotations:
+        names = attempt(a.parse_container_names, annotations[a.CONTAINERS_ANNOTATION])
     secret = None
-    if c.SECRET_ANNOTATION in annotations:
-        secret = attempt(c.parse_secret_name, annotations[c.SECRET_ANNOTATION])
+    if a.SECRET_ANNOTATION in annotations:
+        secret = attempt(a.parse_secret_name, annotations[a.SECRET_ANNOTATION])
     refresh = False
-    if c.REFRESH_ANNOTATION in annotations:
-        refresh = bool(attempt(c.parse_flag, annotations[c.REFRESH_ANNOTATION], annotation=c.REFRESH_ANNOTATION))
+    if a.REFRESH_ANNOTATION in annotations:
+        refresh = bool(attempt(a.parse_flag, annotations[a.REFRESH_ANNOTATION], annotation=a.REFRESH_ANNOTATION))
     resources = _resources(annotations, settings, problems)
     if problems or source is None:
         raise DenialError("modelcache: " + " ".join(problems))
     return ModelRequest(
         source=source,
-        key=c.model_key(source, include),
+        key=keys.model_key(source, include),
         include=include,
         mount_path=mount_path,
         container_names=names,
@@ -184,18 +187,18 @@ def _resources(
 ) -> tuple[tuple[str, str, str], ...]:
     """The fetcher's requests and limits: settings, overridden per workload by annotations."""
     wanted: dict[tuple[str, str], tuple[str, str]] = {
-        ("requests", "cpu"): (c.CPU_REQUEST_ANNOTATION, settings.fetcher_cpu_request),
-        ("limits", "cpu"): (c.CPU_LIMIT_ANNOTATION, settings.fetcher_cpu_limit),
-        ("requests", "memory"): (c.MEMORY_REQUEST_ANNOTATION, settings.fetcher_memory_request),
-        ("limits", "memory"): (c.MEMORY_LIMIT_ANNOTATION, settings.fetcher_memory_limit),
+        ("requests", "cpu"): (a.CPU_REQUEST_ANNOTATION, settings.fetcher_cpu_request),
+        ("limits", "cpu"): (a.CPU_LIMIT_ANNOTATION, settings.fetcher_cpu_limit),
+        ("requests", "memory"): (a.MEMORY_REQUEST_ANNOTATION, settings.fetcher_memory_request),
+        ("limits", "memory"): (a.MEMORY_LIMIT_ANNOTATION, settings.fetcher_memory_limit),
     }
     resources: JsonObject = {"requests": {}, "limits": {}}
     amounts = {}
     for (section, kind), (annotation, default) in wanted.items():
         value = annotations.get(annotation, default)
         try:
-            amounts[section, kind] = c.parse_quantity(value, annotation=annotation, kind=kind)  # type: ignore[arg-type]
-        except c.ContractError as err:
+            amounts[section, kind] = a.parse_quantity(value, annotation=annotation, kind=kind)  # type: ignore[arg-type]
+        except ContractError as err:
             problems.append(str(err))
         resources[section][kind] = value
     for kind in ("cpu", "memory"):
@@ -208,13 +211,13 @@ def _resources(
     return tuple((section, kind, value) for section, kinds in resources.items() for kind, value in kinds.items())
 
 
-def _annotation_warnings(annotations: dict[str, str], source: c.Source) -> tuple[str, ...]:
+def _annotation_warnings(annotations: dict[str, str], source: sources.Source) -> tuple[str, ...]:
     warnings = [
         f"modelcache: unknown annotation {name} is ignored; see docs/annotations.md"
         for name in sorted(annotations)
-        if name.startswith(c.ANNOTATION_PREFIX) and name not in c.KNOWN_ANNOTATIONS
+        if name.startswith(a.ANNOTATION_PREFIX) and name not in a.KNOWN_ANNOTATIONS
     ]
-    if isinstance(source, c.HubSource) and source.revision != c.DEFAULT_REVISION:
+    if isinstance(source, sources.HubSource) and source.revision != sources.DEFAULT_REVISION:
         warnings.append(f"modelcache: pass --revision {source.revision} to the engine (or load $MODEL_PATH) to read it")
     return tuple(warnings)
 
@@ -222,21 +225,21 @@ def _annotation_warnings(annotations: dict[str, str], source: c.Source) -> tuple
 def _already_injected(view: PodView, request: ModelRequest) -> bool:
     """True when our injection is there; DenialError when our reserved names are taken by something else."""
     volume_names = {v["name"] for v in view.volumes}
-    fetchers = [x for x in view.init_containers if x["name"] == c.FETCHER_CONTAINER_NAME]
+    fetchers = [x for x in view.init_containers if x["name"] == w.FETCHER_CONTAINER_NAME]
     # Without the pin: a pod injected by a version before it (a copied spec) is injected all the same.
-    complete = len(fetchers) == 1 and {c.CACHE_VOLUME_NAME, c.SCRATCH_VOLUME_NAME} <= volume_names
+    complete = len(fetchers) == 1 and {w.CACHE_VOLUME_NAME, w.SCRATCH_VOLUME_NAME} <= volume_names
     if complete:
-        injected_for = _env_value(fetchers[0], c.SOURCE_ENV)
+        injected_for = _env_value(fetchers[0], w.SOURCE_ENV)
         if injected_for == request.source.uri:
             return True
         raise DenialError(
             f"modelcache: this pod was injected for {injected_for!r} but its annotation "
-            f"{c.MODEL_ANNOTATION} now names {request.source.uri!r}; create the pod again from its template"
+            f"{a.MODEL_ANNOTATION} now names {request.source.uri!r}; create the pod again from its template"
         )
     squatters = [
         f"container {x['name']}"
         for x in view.containers + view.init_containers + view.ephemeral_containers
-        if x["name"] == c.FETCHER_CONTAINER_NAME
+        if x["name"] == w.FETCHER_CONTAINER_NAME
     ] + [f"volume {name}" for name in sorted(volume_names & set(_RESERVED_VOLUMES))]
     for container in view.containers + view.init_containers:
         for mount in _named_objects(container, "volumeMounts"):
@@ -245,7 +248,7 @@ def _already_injected(view: PodView, request: ModelRequest) -> bool:
     if squatters:
         raise DenialError(
             f"modelcache: the pod uses names that modelcache reserves ({', '.join(squatters)}); rename them "
-            f"(reserved: container {c.FETCHER_CONTAINER_NAME}, volumes {', '.join(_RESERVED_VOLUMES)})"
+            f"(reserved: container {w.FETCHER_CONTAINER_NAME}, volumes {', '.join(_RESERVED_VOLUMES)})"
         )
     return False
 
@@ -256,15 +259,15 @@ def _opt_out(view: PodView) -> tuple[str | None, tuple[str, ...]]:
     warnings: list[str] = []
     for container in view.containers + view.init_containers:
         for entry in _named_objects(container, "env"):
-            if entry["name"] != c.OPT_OUT_ENV:
+            if entry["name"] != w.OPT_OUT_ENV:
                 continue
             value = entry.get("value")
             if isinstance(value, str):
-                if c.is_true(value) and opted_out_by is None:
+                if w.is_true(value) and opted_out_by is None:
                     opted_out_by = container["name"]
             elif "valueFrom" in entry:
                 warnings.append(
-                    f"modelcache: {c.OPT_OUT_ENV} in container {container['name']} uses valueFrom, which "
+                    f"modelcache: {w.OPT_OUT_ENV} in container {container['name']} uses valueFrom, which "
                     "admission cannot read; ignored"
                 )
     return opted_out_by, tuple(warnings)
@@ -279,7 +282,7 @@ def _target_containers(view: PodView, request: ModelRequest) -> list[int]:
         unknown = [n for n in request.container_names if n not in names]
         if unknown:
             raise DenialError(
-                f"modelcache: {c.CONTAINERS_ANNOTATION} names {', '.join(unknown)}, which the pod does not "
+                f"modelcache: {a.CONTAINERS_ANNOTATION} names {', '.join(unknown)}, which the pod does not "
                 f"have; its containers are {', '.join(names) or 'none'}"
             )
         targets = [names.index(n) for n in request.container_names]
@@ -288,11 +291,11 @@ def _target_containers(view: PodView, request: ModelRequest) -> list[int]:
             if mount.get("mountPath") == request.mount_path:
                 raise DenialError(
                     f"modelcache: container {names[index]} already mounts a volume at {request.mount_path}; "
-                    f"choose another path with {c.MOUNT_PATH_ANNOTATION}"
+                    f"choose another path with {a.MOUNT_PATH_ANNOTATION}"
                 )
-            if mount.get("mountPath") == c.PIN_MOUNT_PATH:
+            if mount.get("mountPath") == w.PIN_MOUNT_PATH:
                 raise DenialError(
-                    f"modelcache: container {names[index]} already mounts a volume at {c.PIN_MOUNT_PATH}, where "
+                    f"modelcache: container {names[index]} already mounts a volume at {w.PIN_MOUNT_PATH}, where "
                     "modelcache puts the link to the pod's model version (MODEL_PATH); move that mount"
                 )
     return targets
@@ -306,15 +309,15 @@ def _build_patch(
     shared = claim is not None
     if shared:
         labels = view.metadata.get("labels")
-        label_path = "/metadata/labels/" + _escape(c.MODEL_KEY_LABEL)
+        label_path = "/metadata/labels/" + _escape(w.MODEL_KEY_LABEL)
         if not isinstance(labels, dict):
-            ops.append({"op": "add", "path": "/metadata/labels", "value": {c.MODEL_KEY_LABEL: request.key}})
-        elif labels.get(c.MODEL_KEY_LABEL) != request.key:
+            ops.append({"op": "add", "path": "/metadata/labels", "value": {w.MODEL_KEY_LABEL: request.key}})
+        elif labels.get(w.MODEL_KEY_LABEL) != request.key:
             ops.append({"op": "add", "path": label_path, "value": request.key})
     ops += _append("/spec/volumes", view.spec.get("volumes"), _volumes(claim, settings))
     mounts = [
-        {"name": c.CACHE_VOLUME_NAME, "mountPath": request.mount_path, "readOnly": True},
-        {"name": c.PIN_VOLUME_NAME, "mountPath": c.PIN_MOUNT_PATH, "readOnly": True},
+        {"name": w.CACHE_VOLUME_NAME, "mountPath": request.mount_path, "readOnly": True},
+        {"name": w.PIN_VOLUME_NAME, "mountPath": w.PIN_MOUNT_PATH, "readOnly": True},
     ]
     app_env = _app_env(request)
     for index in targets:
@@ -335,22 +338,22 @@ def _build_patch(
 
 
 def _volumes(claim: str | None, settings: Settings) -> list[JsonObject]:
-    cache: JsonObject = {"name": c.CACHE_VOLUME_NAME}
+    cache: JsonObject = {"name": w.CACHE_VOLUME_NAME}
     if claim is not None:
         cache["persistentVolumeClaim"] = {"claimName": claim}
     else:
         cache["emptyDir"] = {"sizeLimit": settings.pod_local_size_limit}
-    scratch = {"name": c.SCRATCH_VOLUME_NAME, "emptyDir": {"sizeLimit": settings.scratch_size_limit}}
-    pin = {"name": c.PIN_VOLUME_NAME, "emptyDir": {"sizeLimit": _PIN_SIZE_LIMIT}}
+    scratch = {"name": w.SCRATCH_VOLUME_NAME, "emptyDir": {"sizeLimit": settings.scratch_size_limit}}
+    pin = {"name": w.PIN_VOLUME_NAME, "emptyDir": {"sizeLimit": _PIN_SIZE_LIMIT}}
     return [cache, scratch, pin]
 
 
 def _app_env(request: ModelRequest) -> list[JsonObject]:
-    env = [{"name": c.MODEL_PATH_ENV, "value": c.PIN_PATH}]
-    if isinstance(request.source, c.HubSource):
+    env = [{"name": w.MODEL_PATH_ENV, "value": w.PIN_PATH}]
+    if isinstance(request.source, sources.HubSource):
         env += [
-            {"name": c.HF_HUB_CACHE_ENV, "value": c.hub_cache_path(request.mount_path)},
-            {"name": c.HF_HUB_OFFLINE_ENV, "value": "1"},
+            {"name": w.HF_HUB_CACHE_ENV, "value": w.hub_cache_path(request.mount_path)},
+            {"name": w.HF_HUB_OFFLINE_ENV, "value": "1"},
         ]
     return env
 
@@ -359,41 +362,41 @@ def _fetcher_container(
     view: PodView, request: ModelRequest, *, targets: list[int], shared: bool, settings: Settings
 ) -> JsonObject:
     env: list[JsonObject] = [
-        {"name": c.SOURCE_ENV, "value": request.source.uri},
-        {"name": c.MODEL_KEY_ENV, "value": request.key},
-        {"name": c.CACHE_ROOT_ENV, "value": request.mount_path},
-        {"name": c.MODEL_PATH_ENV, "value": c.model_path(request.mount_path, request.key)},
-        {"name": c.PIN_PATH_ENV, "value": c.PIN_PATH},
-        {"name": c.SHARED_CACHE_ENV, "value": "true" if shared else "false"},
-        {"name": c.POD_NAME_ENV, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-        {"name": c.POD_NAMESPACE_ENV, "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
-        {"name": c.NODE_NAME_ENV, "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+        {"name": w.SOURCE_ENV, "value": request.source.uri},
+        {"name": w.MODEL_KEY_ENV, "value": request.key},
+        {"name": w.CACHE_ROOT_ENV, "value": request.mount_path},
+        {"name": w.MODEL_PATH_ENV, "value": w.model_path(request.mount_path, request.key)},
+        {"name": w.PIN_PATH_ENV, "value": w.PIN_PATH},
+        {"name": w.SHARED_CACHE_ENV, "value": "true" if shared else "false"},
+        {"name": w.POD_NAME_ENV, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": w.POD_NAMESPACE_ENV, "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        {"name": w.NODE_NAME_ENV, "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
     ]
     if request.include:
-        env.append({"name": c.INCLUDE_ENV, "value": ",".join(request.include)})
+        env.append({"name": w.INCLUDE_ENV, "value": ",".join(request.include)})
     if request.refresh:
-        env.append({"name": c.REFRESH_ENV, "value": "true"})
-    if settings.hf_endpoint and isinstance(request.source, c.HubSource):
+        env.append({"name": w.REFRESH_ENV, "value": "true"})
+    if settings.hf_endpoint and isinstance(request.source, sources.HubSource):
         env.append({"name": "HF_ENDPOINT", "value": settings.hf_endpoint})
-    if isinstance(request.source, c.HttpSource) and request.source.scheme == "http":
-        env.append({"name": c.ALLOW_HTTP_ENV, "value": "true"})  # the fetcher checks the source again
-    if settings.s3_endpoint and isinstance(request.source, c.S3Source):
+    if isinstance(request.source, sources.HttpSource) and request.source.scheme == "http":
+        env.append({"name": w.ALLOW_HTTP_ENV, "value": "true"})  # the fetcher checks the source again
+    if settings.s3_endpoint and isinstance(request.source, sources.S3Source):
         env.append({"name": "AWS_ENDPOINT_URL", "value": settings.s3_endpoint})
     if request.secret:
-        env.append({"name": c.SECRET_NAME_ENV, "value": request.secret})
+        env.append({"name": w.SECRET_NAME_ENV, "value": request.secret})
         env += [
             {
                 "name": key,
                 "valueFrom": {"secretKeyRef": {"name": request.secret, "key": key, "optional": True}},
             }
-            for key in c.SECRET_KEYS_BY_SCHEME[request.source.scheme]
+            for key in w.SECRET_KEYS_BY_SCHEME[request.source.scheme]
         ]
     mounts: list[JsonObject] = [
-        {"name": c.CACHE_VOLUME_NAME, "mountPath": request.mount_path},
-        {"name": c.SCRATCH_VOLUME_NAME, "mountPath": c.SCRATCH_MOUNT_PATH},
-        {"name": c.PIN_VOLUME_NAME, "mountPath": c.PIN_MOUNT_PATH},
+        {"name": w.CACHE_VOLUME_NAME, "mountPath": request.mount_path},
+        {"name": w.SCRATCH_VOLUME_NAME, "mountPath": w.SCRATCH_MOUNT_PATH},
+        {"name": w.PIN_VOLUME_NAME, "mountPath": w.PIN_MOUNT_PATH},
     ]
-    if isinstance(request.source, c.S3Source):
+    if isinstance(request.source, sources.S3Source):
         identity_env, identity_mounts = _workload_identity(view, targets)
         env += identity_env
         mounts += identity_mounts
@@ -409,7 +412,7 @@ def _fetcher_container(
     if isinstance(pod_security, dict) and pod_security.get("runAsUser") == 0:
         security["runAsUser"] = settings.fetcher_uid  # the pod runs as root; runAsNonRoot would refuse it
     return {
-        "name": c.FETCHER_CONTAINER_NAME,
+        "name": w.FETCHER_CONTAINER_NAME,
         "image": settings.fetcher_image,
         "imagePullPolicy": settings.fetcher_image_pull_policy,
         "env": env,

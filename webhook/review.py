@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from modelcache.contract import JsonObject
 from webhook.errors import ReviewError
 
 API_VERSION = "admission.k8s.io/v1"
@@ -20,7 +21,6 @@ KIND = "AdmissionReview"
 MAX_BODY_BYTES = 7 * 1024 * 1024  # two objects of ~3 MB plus overhead, as controller-runtime reasons
 MAX_WARNING_LENGTH = 120  # longer warnings may be cut by the apiserver
 
-JsonObject = dict[str, Any]
 PatchOp = dict[str, Any]
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import aiohttp
 
-from controller.status import STATUS_KEY, VolumeDeniedError, VolumeStatus
+from modelcache.contract.volumes import STATUS_KEY, VolumeDeniedError, VolumeStatus
 from webhook.config import Settings
 from webhook.errors import DenialError
 

@@ -23,11 +23,15 @@ from huggingface_hub.errors import (
 )
 from huggingface_hub.hf_api import RepoFile
 
-from fetcher import contract
-from fetcher.errors import AccessDeniedError, NotFoundError, TransferError
 from fetcher.http_client import HttpClient, parse_retry_after
-from fetcher.layout import CacheLayout, check_remote_path
-from fetcher.sources import Plan, RemoteFile, RetryableError, matches_include
+from fetcher.plan import Plan, RemoteFile
+from fetcher.retrying import RetryableError
+from fetcher.sources import matches_include
+from modelcache.cache.layout import CacheLayout
+from modelcache.cache.markers import check_remote_path
+from modelcache.contract.annotation import INCLUDE_ANNOTATION
+from modelcache.contract.errors import AccessDeniedError, NotFoundError, TransferError
+from modelcache.contract.sources import HubSource
 
 log = logging.getLogger(__name__)
 DEFAULT_ENDPOINT = "https://huggingface.co"
@@ -38,7 +42,7 @@ T = TypeVar("T")
 class HubAdapter:
     def __init__(
         self,
-        source: contract.HubSource,
+        source: HubSource,
         *,
         include: tuple[str, ...],
         layout: CacheLayout,
@@ -85,7 +89,7 @@ class HubAdapter:
         if not files:
             shown = ", ".join(sorted(available)[:20]) or "no files at all"
             raise NotFoundError(
-                f"no file of hf://{repo}@{commit} matches {contract.INCLUDE_ANNOTATION}="
+                f"no file of hf://{repo}@{commit} matches {INCLUDE_ANNOTATION}="
                 f"{','.join(self.include)!r}; the repository has: {shown}. Fix the include patterns."
             )
         return Plan(version=commit, files=tuple(files))
@@ -101,13 +105,9 @@ class HubAdapter:
         """The commit to fetch: pinned, or already resolved in the cache (no drift), or asked of the Hub."""
         if self.source.pinned:
             return self.source.revision
-        ref = self.layout.hub_repo_dir(self.source.repo_id) / "refs" / self.source.revision
         if not self.refresh:
-            try:
-                cached = ref.read_text()
-            except OSError:
-                cached = ""
-            if _COMMIT.fullmatch(cached):
+            cached = self.layout.hub_repo(self.source.repo_id).read_ref(self.source.revision)
+            if cached is not None:
                 log.info(
                     "%s was resolved to %s in this cache before; using that commit (no drift between pods). "
                     "MODELCACHE_REFRESH=true re-resolves it.",

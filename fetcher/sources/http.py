@@ -5,17 +5,18 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator, Mapping
 
-from fetcher import contract
-from fetcher.errors import TransferError
 from fetcher.http_client import HttpClient
-from fetcher.sources import Plan, RemoteFile
+from fetcher.plan import Plan, RemoteFile
+from modelcache.contract.errors import TransferError
+from modelcache.contract.sources import HttpSource
+from modelcache.contract.wire import HTTP_AUTHORIZATION_ENV
 
 
 class HttpAdapter:
-    def __init__(self, source: contract.HttpSource, *, environ: Mapping[str, str], http: HttpClient) -> None:
+    def __init__(self, source: HttpSource, *, environ: Mapping[str, str], http: HttpClient) -> None:
         self.source = source
         self.http = http
-        authorization = environ.get(contract.HTTP_AUTHORIZATION_ENV, "")
+        authorization = environ.get(HTTP_AUTHORIZATION_ENV, "")
         self.headers = {"Authorization": authorization} if authorization else {}
 
     def resolve(self) -> Plan:

@@ -20,10 +20,12 @@ import boto3
 import botocore.exceptions
 from botocore.config import Config
 
-from fetcher import contract
-from fetcher.errors import AccessDeniedError, NotFoundError, TransferError
-from fetcher.layout import check_remote_path
-from fetcher.sources import Plan, RemoteFile, RetryableError, matches_include
+from fetcher.plan import Plan, RemoteFile
+from fetcher.retrying import RetryableError
+from fetcher.sources import matches_include
+from modelcache.cache.markers import check_remote_path
+from modelcache.contract.errors import AccessDeniedError, NotFoundError, TransferError
+from modelcache.contract.sources import S3Source
 
 CHUNK = 4 << 20  # per read: fewer Python round trips; memory stays workers x 4 MiB
 _ACCESS = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken", "403"}
@@ -34,7 +36,7 @@ _RETRY = {"SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable", "
 class S3Adapter:
     def __init__(
         self,
-        source: contract.S3Source,
+        source: S3Source,
         *,
         include: tuple[str, ...],
         environ: Mapping[str, str],

@@ -24,12 +24,12 @@ from cryptography.hazmat.primitives import serialization
 
 from certs.authority import KeyPair, create_ca, issue_serving_cert, service_dns_names, write_tls_dir
 from certs.rotation import signed_by
-from controller.__main__ import Controller
-from controller.config import ControllerSettings
-from controller.status import STATUS_CONFIGMAP, STATUS_KEY, VolumeStatus
-from controller.volumes import clone_volume_name
 from devtools.kubeapi import KubeApi, grants_of
 from devtools.webhook_process import RunningWebhook, run_webhook
+from modelcache.contract.volumes import STATUS_CONFIGMAP, STATUS_KEY, VolumeStatus
+from modelcache.controller.__main__ import Controller
+from modelcache.controller.config import ControllerSettings
+from modelcache.controller.volumes import clone_volume_name
 from tests.manifests.rendering import render
 
 NS = "modelcache-system"

@@ -6,7 +6,8 @@ from datetime import timedelta
 
 import pytest
 
-from controller.config import ControllerSettings, ControllerSettingsError, parse_duration
+from modelcache.controller.config import ControllerSettings
+from modelcache.runtime.settings import SettingsError, read_duration
 
 
 def test_all_problems_are_reported_together_with_what_to_do() -> None:
@@ -16,11 +17,11 @@ def test_all_problems_are_reported_together_with_what_to_do() -> None:
         "MODELCACHE_CLAIM_NAME": "Model_Cache",
         "MODELCACHE_STORAGE_SIZ": "1Ti",
     }
-    with pytest.raises(ControllerSettingsError) as caught:
+    with pytest.raises(SettingsError) as caught:
         ControllerSettings.from_env(environ)
     message = str(caught.value)
     assert "MODELCACHE_VOLUME_MODE='share': expected one of existing, provision, clone" in message
-    assert "MODELCACHE_RESYNC_EVERY='30 seconds': expected a positive duration" in message
+    assert "MODELCACHE_RESYNC_EVERY='30 seconds': expected a duration" in message
     assert "MODELCACHE_CLAIM_NAME='Model_Cache'" in message
     assert "MODELCACHE_STORAGE_SIZ is not a controller setting" in message
     assert len(caught.value.problems) == 4
@@ -28,7 +29,7 @@ def test_all_problems_are_reported_together_with_what_to_do() -> None:
 
 @pytest.mark.parametrize("mode", ["provision", "clone"])
 def test_managed_volumes_need_a_storage_class(mode: str) -> None:
-    with pytest.raises(ControllerSettingsError, match="needs MODELCACHE_STORAGE_CLASS"):
+    with pytest.raises(SettingsError, match="needs MODELCACHE_STORAGE_CLASS"):
         ControllerSettings.from_env({"MODELCACHE_VOLUME_MODE": mode})
 
 
@@ -42,7 +43,7 @@ def test_managed_volumes_need_a_storage_class(mode: str) -> None:
     ],
 )
 def test_durations_use_mlis_units(text: str, expected: timedelta) -> None:
-    assert parse_duration(text) == expected
+    assert read_duration()(text) == expected
 
 
 def test_the_identity_defaults_to_the_host_name() -> None:

@@ -8,9 +8,9 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
-from controller.config import ControllerSettings
-from controller.status import VolumeDeniedError, VolumeStatus
-from controller.volumes import Action, Claim, Observed, clone_volume_name, plan_volumes
+from modelcache.contract.volumes import VolumeDeniedError, VolumeStatus
+from modelcache.controller.config import ControllerSettings
+from modelcache.controller.volumes import Action, Claim, Observed, clone_volume_name, plan_volumes
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 NFS_CLASS = {"metadata": {"name": "nfs-client"}, "provisioner": "cluster.local/nfs-subdir-external-provisioner"}

@@ -12,7 +12,7 @@ import pytest
 
 from devtools.fetcher_env import fetcher_environment, run_fetcher, start_fetcher
 from devtools.hubserver import HubServer
-from fetcher import contract
+from modelcache.contract import keys, sources, wire
 
 SOURCE = "hf://tiny/big"
 PODS = 8
@@ -24,8 +24,8 @@ def expected_sizes(hub: HubServer) -> dict[str, int]:
 
 
 def model_dir(cache: Path) -> Path:
-    key = contract.model_key(contract.parse_source(SOURCE))
-    return Path(contract.model_path(str(cache), key))
+    key = keys.model_key(sources.parse_source(SOURCE))
+    return Path(wire.model_path(str(cache), key))
 
 
 def incomplete(cache: Path, sizes: dict[str, int]) -> bool:
@@ -52,9 +52,9 @@ def run_pods(hub: HubServer, cache: Path, **extra: str) -> tuple[list[int], int,
     sizes = expected_sizes(hub)
     settings = {
         "HF_ENDPOINT": hub.url,
-        "MODELCACHE_LOCK_POLL": "0.05",
-        "MODELCACHE_LOCK_LOG_EVERY": "0.5",
-        "MODELCACHE_HEARTBEAT": "0.2",
+        "MODELCACHE_LOCK_POLL": "50ms",
+        "MODELCACHE_LOCK_LOG_EVERY": "500ms",
+        "MODELCACHE_HEARTBEAT": "200ms",
         **extra,
     }
     logs = [cache.parent / f"pod-{i}.log" for i in range(PODS)]
@@ -146,9 +146,9 @@ def test_a_server_that_ignores_range_still_gives_a_correct_model(hub: HubServer,
 def test_a_waiting_pod_finishes_when_the_holder_is_killed(hub: HubServer, cache: Path) -> None:
     """SIGKILL releases an fcntl lock at once: the waiter takes over and resumes the download."""
     hub.faults.bytes_per_second = 1 << 20
-    settings = {"HF_ENDPOINT": hub.url, "MODELCACHE_LOCK_POLL": "0.05"}
+    settings = {"HF_ENDPOINT": hub.url, "MODELCACHE_LOCK_POLL": "50ms"}
     holder = start_fetcher(fetcher_environment(SOURCE, cache, pod="holder", extra=settings))
-    record = cache / ".modelcache" / "owners" / f"{contract.model_key(contract.parse_source(SOURCE))}.json"
+    record = cache / ".modelcache" / "owners" / f"{keys.model_key(sources.parse_source(SOURCE))}.json"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not record.exists():  # the record itself, not its temporary file
         time.sleep(0.02)

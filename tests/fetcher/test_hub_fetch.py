@@ -16,8 +16,8 @@ from tokenizers import Tokenizer
 from devtools.fetcher_env import fetcher_environment, run_fetcher
 from devtools.hubserver import HubServer
 from devtools.tinymodel import tiny_model_files
-from fetcher import contract
-from tests.fetcher.conftest import TOKEN
+from modelcache.contract import keys, sources, wire
+from tests.helpers import TOKEN
 
 MODEL_SIZE = sum(len(b) for b in tiny_model_files().values())
 
@@ -27,7 +27,7 @@ def fetch(
 ) -> subprocess.CompletedProcess[str]:
     include = tuple(p for p in extra.pop("include", "").split(",") if p)
     env = fetcher_environment(
-        source, cache, include=include, extra={"HF_ENDPOINT": hub.url, "MODELCACHE_RETRY_BASE": "0.01", **extra}
+        source, cache, include=include, extra={"HF_ENDPOINT": hub.url, "MODELCACHE_RETRY_BASE": "10ms", **extra}
     )
     return run_fetcher(env)
 
@@ -68,7 +68,7 @@ def test_a_fetched_model_is_a_valid_offline_hub_cache(hub: HubServer, cache: Pat
     weights = load_file(snapshot / "model.safetensors")
     assert weights["embed.weight"].shape == (10, 64)
     assert Tokenizer.from_file(str(snapshot / "tokenizer.json")).encode("hello world").ids == [2, 3]
-    model_path = Path(contract.model_path(str(cache), contract.model_key(contract.parse_source("hf://tiny/model"))))
+    model_path = Path(wire.model_path(str(cache), keys.model_key(sources.parse_source("hf://tiny/model"))))
     assert model_path.resolve() == snapshot.resolve()
     assert "downloaded" in termination_message(cache)
 
@@ -226,7 +226,7 @@ def test_the_resolved_commit_is_reused_until_a_refresh(hub: HubServer, cache: Pa
     assert refs.read_text() == second
     snapshots = {p.name for p in (cache / "hub" / "models--tiny--model" / "snapshots").iterdir()}
     assert snapshots == {first, second}
-    key = contract.model_key(contract.parse_source("hf://tiny/model"))
+    key = keys.model_key(sources.parse_source("hf://tiny/model"))
     assert os.readlink(ready / key).endswith(second)
     marker = json.loads((cache / ".modelcache" / "markers" / f"{key}.json").read_text())
     assert marker["version"] == second
@@ -253,7 +253,7 @@ def test_a_broken_model_directory_is_fetched_again(hub: HubServer, cache: Path) 
 
 def test_an_invalid_environment_exits_2_with_every_problem(cache: Path) -> None:
     env = fetcher_environment("hf://tiny/model", cache)
-    env[contract.MODEL_KEY_ENV] = "hf_other_model_main_0123456789abcdef"
+    env[wire.MODEL_KEY_ENV] = "hf_other_model_main_0123456789abcdef"
     env["MODELCACHE_WORKERS"] = "zero"
     result = run_fetcher(env)
     assert result.returncode == 2
@@ -292,7 +292,7 @@ def test_a_running_pod_keeps_its_version_when_the_model_is_refreshed(
             "hf://tiny/model",
             cache,
             pod=name,
-            extra={"HF_ENDPOINT": hub.url, contract.PIN_PATH_ENV: str(pin), **extra},
+            extra={"HF_ENDPOINT": hub.url, wire.PIN_PATH_ENV: str(pin), **extra},
         )
         result = run_fetcher(env)
         assert result.returncode == 0, result.stderr
@@ -302,20 +302,20 @@ def test_a_running_pod_keeps_its_version_when_the_model_is_refreshed(
     first = (before / "config.json").read_bytes()
     assert os.readlink(before).startswith(str(cache / "hub" / "models--tiny--model" / "snapshots") + "/")
     new_commit = hub.repos["tiny/model"].add_commit({"config.json": b'{"v": 2}'})
-    pod("refresher", **{contract.REFRESH_ENV: "true"})
+    pod("refresher", **{wire.REFRESH_ENV: "true"})
     after = pod("llm-1")
 
     assert (before / "config.json").read_bytes() == first  # the running pod still reads its version
     assert (after / "config.json").read_bytes() == b'{"v": 2}'  # a pod started afterwards gets the new one
     assert os.readlink(after).endswith(new_commit)
-    key = contract.model_key(contract.parse_source("hf://tiny/model"))
-    assert (Path(contract.model_path(str(cache), key)) / "config.json").read_bytes() == b'{"v": 2}'
+    key = keys.model_key(sources.parse_source("hf://tiny/model"))
+    assert (Path(wire.model_path(str(cache), key)) / "config.json").read_bytes() == b'{"v": 2}'
 
 
 def test_a_pin_path_inside_the_cache_is_refused(cache: Path) -> None:
-    env = fetcher_environment("hf://tiny/model", cache, extra={contract.PIN_PATH_ENV: str(cache / "ready" / "x")})
+    env = fetcher_environment("hf://tiny/model", cache, extra={wire.PIN_PATH_ENV: str(cache / "ready" / "x")})
     result = run_fetcher(env)
     assert result.returncode == 2
-    assert f"{contract.PIN_PATH_ENV}={str(cache / 'ready' / 'x')!r} is not an absolute path outside the cache" in (
+    assert f"{wire.PIN_PATH_ENV}={str(cache / 'ready' / 'x')!r} is not an absolute path outside the cache" in (
         result.stderr
     )

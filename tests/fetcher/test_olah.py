@@ -14,7 +14,7 @@ import pytest
 from devtools.fetcher_env import fetcher_environment, run_fetcher
 from devtools.hubserver import HubServer
 from devtools.webhook_process import free_port
-from fetcher import contract
+from modelcache.contract import wire
 
 OLAH = Path(sys.executable).parent / "olah-cli"
 
@@ -58,7 +58,7 @@ def test_fetching_through_olah_gives_a_verified_model_and_olah_caches_it(
         result = run_fetcher(env)
         assert result.returncode == 0, result.stderr
         assert "downloaded" in result.stderr
-        model = Path(env[contract.MODEL_PATH_ENV])
+        model = Path(env[wire.MODEL_PATH_ENV])
         assert (model / "model.safetensors").stat().st_size > 0
     # The second cache was filled from olah's own cache: the origin sent the model once.
     assert hub.bytes_served == model_bytes

@@ -16,7 +16,7 @@ from moto.server import ThreadedMotoServer
 from certs.authority import create_ca, issue_serving_cert, write_tls_dir
 from devtools.background import BackgroundLoop
 from devtools.fetcher_env import fetcher_environment, run_fetcher
-from fetcher import contract
+from modelcache.contract import keys, sources, wire
 
 WEIGHTS = os.urandom(9 << 20)  # 9 MiB: uploaded in parts, like a real checkpoint shard
 FILES = {"config.json": b'{"model_type": "tiny"}', "weights/model.safetensors": WEIGHTS, "tokenizer.json": b"{}"}
@@ -37,7 +37,7 @@ def aws_env(endpoint: str) -> dict[str, str]:
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": "us-east-1",
-        "MODELCACHE_RETRY_BASE": "0.01",
+        "MODELCACHE_RETRY_BASE": "10ms",
     }
 
 
@@ -57,8 +57,8 @@ def bucket(moto: str) -> str:
 def test_an_s3_prefix_is_fetched_into_one_immutable_directory(moto: str, bucket: str, cache: Path) -> None:
     result = run_fetcher(fetcher_environment("s3://models/llama/v1", cache, extra=aws_env(moto)))
     assert result.returncode == 0, result.stderr
-    key = contract.model_key(contract.parse_source("s3://models/llama/v1"))
-    model = Path(contract.model_path(str(cache), key))
+    key = keys.model_key(sources.parse_source("s3://models/llama/v1"))
+    model = Path(wire.model_path(str(cache), key))
     for path, data in FILES.items():
         assert (model / path).read_bytes() == data
     assert model.resolve().parent == (cache / "store" / key).resolve()
@@ -70,7 +70,7 @@ def test_an_s3_prefix_is_fetched_into_one_immutable_directory(moto: str, bucket:
 def test_s3_include_patterns(moto: str, bucket: str, cache: Path) -> None:
     env = fetcher_environment("s3://models/llama/v1", cache, include=("*.json",), extra=aws_env(moto))
     assert run_fetcher(env).returncode == 0
-    model = Path(env[contract.MODEL_PATH_ENV])
+    model = Path(env[wire.MODEL_PATH_ENV])
     assert sorted(p.name for p in model.rglob("*") if p.is_file()) == ["config.json", "tokenizer.json"]
 
 
@@ -135,11 +135,11 @@ def https(tmp_path: Path) -> Iterator[FileServer]:
 def test_an_https_file_is_verified_against_its_sha256(https: FileServer, cache: Path) -> None:
     digest = hashlib.sha256(https.data).hexdigest()
     source = f"{https.url}/gguf/model.gguf#sha256={digest}"
-    extra = {"SSL_CERT_FILE": str(https.ca), contract.HTTP_AUTHORIZATION_ENV: "Bearer s3cr3t"}
+    extra = {"SSL_CERT_FILE": str(https.ca), wire.HTTP_AUTHORIZATION_ENV: "Bearer s3cr3t"}
     result = run_fetcher(fetcher_environment(source, cache, extra=extra))
     assert result.returncode == 0, result.stderr
-    key = contract.model_key(contract.parse_source(source))
-    assert (Path(contract.model_path(str(cache), key)) / "model.gguf").read_bytes() == https.data
+    key = keys.model_key(sources.parse_source(source))
+    assert (Path(wire.model_path(str(cache), key)) / "model.gguf").read_bytes() == https.data
     assert set(https.authorizations) == {"Bearer s3cr3t"}
     assert "s3cr3t" not in result.stderr
 
@@ -155,7 +155,7 @@ def test_an_https_file_with_the_wrong_sha256_is_refused(https: FileServer, cache
 def test_an_untrusted_certificate_is_not_accepted(https: FileServer, cache: Path) -> None:
     result = run_fetcher(
         fetcher_environment(
-            f"{https.url}/m.bin", cache, extra={"MODELCACHE_RETRIES": "2", "MODELCACHE_RETRY_BASE": "0.01"}
+            f"{https.url}/m.bin", cache, extra={"MODELCACHE_RETRIES": "2", "MODELCACHE_RETRY_BASE": "10ms"}
         )
     )
     assert result.returncode == 8
@@ -182,7 +182,7 @@ def test_irsa_web_identity_credentials_are_used(moto: str, bucket: str, cache: P
     )
     result = run_fetcher(env)
     assert result.returncode == 0, result.stderr
-    assert (Path(env[contract.MODEL_PATH_ENV]) / "config.json").read_bytes() == FILES["config.json"]
+    assert (Path(env[wire.MODEL_PATH_ENV]) / "config.json").read_bytes() == FILES["config.json"]
 
 
 def test_without_any_credentials_the_message_says_where_to_put_them(moto: str, bucket: str, cache: Path) -> None:

@@ -188,7 +188,7 @@ def test_the_cronjob_alternative_runs_the_purge_command_with_the_same_settings()
     assert container["command"] == [
         "modelcache", "--log-format", "json", "purge", "--unused-for", "1w", "--min-free", "50Gi", "--dry-run",
     ]  # fmt: skip
-    from admin.cli import _parser
+    from modelcache.cli.main import _parser
 
     parsed = _parser().parse_args(container["command"][1:])  # the CLI accepts exactly this command line
     assert (parsed.unused_for, parsed.min_free, parsed.dry_run) == ("1w", "50Gi", True)

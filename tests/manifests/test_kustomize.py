@@ -17,13 +17,14 @@ import pytest
 from celpy.adapter import json_to_cel
 from celpy.evaluation import CELEvalError
 
-from controller.__main__ import HEALTH_PORT
-from controller.config import ControllerSettings
-from controller.status import STATUS_CONFIGMAP
-from fetcher import contract
+from modelcache.contract import annotation, wire
+from modelcache.contract.volumes import STATUS_CONFIGMAP
+from modelcache.controller.__main__ import HEALTH_PORT
+from modelcache.controller.config import ControllerSettings
+from modelcache.runtime.settings import ENV_PREFIX
 from tests.manifests.rendering import INSTALLS, ROOT, Object, namespace_of, one, render, render_install
 from tests.pod_security import restricted_violations
-from webhook.config import ENV_PREFIX, Settings
+from webhook.config import Settings
 
 SYSTEM_NAMESPACES = {"kube-system", "kube-public", "kube-node-lease"}
 CASES = ROOT / "tests" / "webhook" / "cases"
@@ -129,10 +130,10 @@ def test_names_and_settings_match_the_code(rendered: list[Object]) -> None:
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
     assert mounts["tls"] == parsed.tls_dir
     (hook,) = one(rendered, "MutatingWebhookConfiguration")["webhooks"]
-    assert contract.MODEL_ANNOTATION in hook["matchConditions"][0]["expression"]
+    assert annotation.MODEL_ANNOTATION in hook["matchConditions"][0]["expression"]
     validation = one(rendered, "ValidatingAdmissionPolicy")["spec"]["validations"][0]["expression"]
-    assert f"'{contract.FETCHER_CONTAINER_NAME}'" in validation
-    assert f"'{contract.CACHE_VOLUME_NAME}'" in validation
+    assert f"'{wire.FETCHER_CONTAINER_NAME}'" in validation
+    assert f"'{wire.CACHE_VOLUME_NAME}'" in validation
 
 
 def evaluate(expression: str, pod: Object) -> object:
@@ -177,8 +178,8 @@ def golden_pods() -> list[tuple[str, Object, Object | None]]:
 def injected(pod: Object) -> bool:
     """What the policy must demand, computed independently: our init container and our cache volume."""
     spec = pod["spec"]
-    return any(c["name"] == contract.FETCHER_CONTAINER_NAME for c in spec.get("initContainers", [])) and any(
-        v["name"] == contract.CACHE_VOLUME_NAME for v in spec.get("volumes", [])
+    return any(c["name"] == wire.FETCHER_CONTAINER_NAME for c in spec.get("initContainers", [])) and any(
+        v["name"] == wire.CACHE_VOLUME_NAME for v in spec.get("volumes", [])
     )
 
 
@@ -189,7 +190,7 @@ def test_cel_selects_annotated_pods_and_the_policy_admits_exactly_injected_ones(
     rejected = admitted_after_patch = 0
     for name, pod, after in golden_pods():
         annotations = pod["metadata"].get("annotations", {})
-        selected = contract.MODEL_ANNOTATION in annotations and "kubernetes.io/config.mirror" not in annotations
+        selected = annotation.MODEL_ANNOTATION in annotations and "kubernetes.io/config.mirror" not in annotations
         assert conditions_hold(hook["matchConditions"], pod) is selected, name
         if not selected:
             continue

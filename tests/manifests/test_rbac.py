@@ -127,6 +127,6 @@ def test_the_cache_agent_runs_restricted_with_the_cache_a_lease_and_a_liveness_p
     assert mount["mountPath"] == settings["MODELCACHE_CACHE_ROOT"]
     (volume,) = pod["spec"]["volumes"]
     assert volume["persistentVolumeClaim"]["claimName"] == "modelcache"  # clone mode's PVC in its namespace
-    from admin.agent import AgentSettings
+    from modelcache.agent.config import AgentSettings
 
     assert AgentSettings.from_env({**settings, "MODELCACHE_CACHE_ROOT": "/"}).lease_name == "modelcache-cache-agent"

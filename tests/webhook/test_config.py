@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from modelcache.runtime.settings import SettingsError
 from webhook.config import Settings
-from webhook.errors import SettingsError
 
 
 def test_defaults_need_no_environment() -> None:
@@ -48,7 +48,7 @@ def test_every_problem_is_listed_at_once() -> None:
     assert "5 problem(s)" in text
     for name in ("MODELCACHE_PORT", "MODELCACHE_FETCHER_IMAGE", "MODELCACHE_MOUNT_PATH", "MODELCACHE_LOG_FORMAT"):
         assert name in text
-    assert "MODELCACHE_PVCNAME is not a setting" in text
+    assert "MODELCACHE_PVCNAME is not a webhook setting" in text
 
 
 def test_a_request_above_its_limit_is_refused() -> None:

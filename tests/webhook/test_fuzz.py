@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from devtools.admission import admission_review
-from fetcher import contract as c
+from modelcache.contract import annotation, wire
 from webhook.config import Settings
 from webhook.handlers import review_admission
 from webhook.review import decode_patch
@@ -53,7 +53,7 @@ def test_arbitrary_json_as_the_request(obj: Any) -> None:
 
 
 names = st.from_regex(r"[a-z][a-z0-9-]{0,10}", fullmatch=True) | st.sampled_from(
-    [c.FETCHER_CONTAINER_NAME, "vllm", "router"]
+    [wire.FETCHER_CONTAINER_NAME, "vllm", "router"]
 )
 annotation_values = (
     st.text(max_size=60)
@@ -61,12 +61,14 @@ annotation_values = (
     | st.sampled_from(["hf://Qwen/Qwen3-0.6B", "s3://models/x", "https://h/m.bin", "vllm", "/models", "8Gi"])
 )
 pod_annotation_maps = st.dictionaries(
-    st.sampled_from([*sorted(c.KNOWN_ANNOTATIONS), "modelcache.io/other", "app"]), annotation_values, max_size=6
-).map(lambda a: {c.MODEL_ANNOTATION: "hf://Qwen/Qwen3-0.6B", **a})
+    st.sampled_from([*sorted(annotation.KNOWN_ANNOTATIONS), "modelcache.io/other", "app"]),
+    annotation_values,
+    max_size=6,
+).map(lambda a: {annotation.MODEL_ANNOTATION: "hf://Qwen/Qwen3-0.6B", **a})
 env_entries = st.lists(
     st.fixed_dictionaries(
         {
-            "name": st.sampled_from([c.OPT_OUT_ENV, "HF_HUB_CACHE", c.MODEL_PATH_ENV, "OTHER"]),
+            "name": st.sampled_from([wire.OPT_OUT_ENV, "HF_HUB_CACHE", wire.MODEL_PATH_ENV, "OTHER"]),
             "value": annotation_values,
         }
     ),

@@ -19,7 +19,7 @@ import kubernetes_validate
 import pytest
 
 from devtools.admission import admission_review
-from fetcher import contract
+from modelcache.contract import wire
 from tests.pod_security import openshift_restricted_v2_violations
 from webhook.config import Settings
 from webhook.handlers import review_admission
@@ -85,7 +85,7 @@ def test_mutated_pod_is_valid_restricted_and_idempotent(name: str) -> None:
         return
     mutated = jsonpatch.apply_patch(pod, patch)
     validate_pod(mutated)
-    fetchers = [c for c in mutated["spec"]["initContainers"] if c["name"] == contract.FETCHER_CONTAINER_NAME]
+    fetchers = [c for c in mutated["spec"]["initContainers"] if c["name"] == wire.FETCHER_CONTAINER_NAME]
     assert len(fetchers) == 1
     assert openshift_restricted_v2_violations(mutated, fetchers[0]) == []
     assert fetchers[0]["resources"]["requests"]

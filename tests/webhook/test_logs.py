@@ -8,9 +8,9 @@ import logging
 import pytest
 
 from devtools.admission import admission_review
+from modelcache.runtime.logs import JsonFormatter
 from webhook.config import Settings
 from webhook.handlers import _log_review, review_admission
-from webhook.logs import JsonFormatter
 
 POD = {
     "apiVersion": "v1",

@@ -1,7 +1,0 @@
-"""`python -m admin`: the same as the `modelcache` console script."""
-
-import sys
-
-from admin.cli import main
-
-sys.exit(main())

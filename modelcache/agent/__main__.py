@@ -1,0 +1,76 @@
+"""`modelcache agent` (and `python -m modelcache.agent`): the cache agent, until SIGTERM."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import time
+from types import FrameType
+
+from modelcache.agent.config import AgentSettings
+from modelcache.agent.loop import LEASE_DURATION, Agent
+from modelcache.contract.quantities import format_duration
+from modelcache.runtime import httpd
+from modelcache.runtime.logs import configure_logging
+from modelcache.runtime.settings import SettingsError
+
+log = logging.getLogger("modelcache.agent")
+
+
+def run(settings: AgentSettings) -> int:
+    """Run the agent with these settings until SIGTERM."""
+    from modelcache.runtime.kube import connect, live_pods_by_key
+    from modelcache.runtime.leader import LeaderElector
+
+    api = connect()
+    elector = LeaderElector(
+        api,
+        namespace=settings.namespace,
+        name=settings.lease_name,
+        identity=settings.identity,
+        duration=LEASE_DURATION,
+    )
+    agent = Agent(settings, elector=elector, live_pods=lambda: live_pods_by_key(api, settings.pods_namespace))
+
+    def on_term(signum: int, _: FrameType | None) -> None:
+        log.info("signal %d: finishing the current removal, releasing the Lease", signum)
+        agent.stop.set()
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+
+    def health() -> tuple[int, str, bytes]:
+        healthy = time.monotonic() - agent.alive_at < 60
+        return (200, httpd.TEXT, b"ok\n") if healthy else (503, httpd.TEXT, b"stuck\n")
+
+    httpd.serve(settings.metrics_port, {"/healthz": health, "/metrics": agent.metrics.exposition})
+    log.info(
+        "modelcache cache agent %s on %s: purge every %s, unused after %s%s%s; pods %s; metrics on :%d",
+        settings.identity,
+        settings.cache_root,
+        format_duration(settings.check_unused_cached_models_every.total_seconds()),
+        format_duration(settings.purge_unused_cached_models_after.total_seconds()),
+        f", keep {settings.purge_min_free} free" if settings.purge_min_free else "",
+        " (dry run)" if settings.purge_dry_run else "",
+        f"in namespace {settings.pods_namespace}" if settings.pods_namespace else "in all namespaces",
+        settings.metrics_port,
+    )
+    agent.run()
+    return 0
+
+
+def main() -> int:
+    """Read the settings, set up logging, run."""
+    try:
+        settings = AgentSettings.from_env(os.environ)
+    except SettingsError as err:
+        print(err, file=sys.stderr)  # noqa: T201 (logging is not configured yet)
+        return 2
+    configure_logging(fmt=settings.log_format, level=settings.log_level)
+    return run(settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""The cache agent's settings: a frozen dataclass read once from MODELCACHE_* environment variables."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from pathlib import Path
+from typing import Literal
+
+from modelcache.cache.purge import read_watermark
+from modelcache.contract.wire import CACHE_ROOT_ENV
+from modelcache.runtime.logs import FORMATS, LEVELS
+from modelcache.runtime.settings import (
+    DNS_LABEL,
+    DNS_SUBDOMAIN,
+    load_settings,
+    read_boolean,
+    read_choice,
+    read_duration,
+    read_name,
+    read_port,
+    read_text,
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AgentSettings:
+    """Everything the agent can be told; each field is MODELCACHE_<FIELD NAME IN UPPER CASE>."""
+
+    cache_root: str = ""  # the cache PVC's mount path (required)
+    namespace: str = "modelcache-system"  # its own namespace: where its Lease lives
+    identity: str = ""  # its name in the Lease (the pod name); the host name when empty
+    lease_name: str = "modelcache-cache-agent"
+    check_unused_cached_models_every: timedelta = timedelta(days=1)
+    purge_unused_cached_models_after: timedelta = timedelta(weeks=1)
+    purge_min_free: str = ""  # watermark: "50Gi", "10%"; "" for none
+    purge_dry_run: bool = False  # log what a round would remove, remove nothing
+    staging_after: timedelta = timedelta(days=1)  # dead download attempts older than this go
+    outcomes_after: timedelta = timedelta(weeks=1)  # outcome records older than this go
+    scan_every: timedelta = timedelta(minutes=1)  # metrics refresh
+    pods_namespace: str = ""  # ask only this namespace for live pods ("" all: a cache shared by many)
+    metrics_port: int = 8080
+    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> AgentSettings:
+        """Read and validate every MODELCACHE_* variable; one SettingsError lists every problem."""
+        settings = load_settings(cls, _READERS, environ, what="cache agent")
+        return settings if settings.identity else replace(settings, identity=os.uname().nodename)
+
+    def problems(self) -> list[str]:
+        """Cross-field checks (load_settings runs them)."""
+        if not self.cache_root:
+            return [f"{CACHE_ROOT_ENV} is required: the mount path of the cache PVC"]
+        if not Path(self.cache_root).is_dir():
+            return [f"{CACHE_ROOT_ENV}={self.cache_root!r} is not a directory: mount the cache PVC there"]
+        return []
+
+
+def _watermark(value: str) -> str:
+    read_watermark(value, capacity=100)  # the same check the round makes, against the volume's size
+    return value
+
+
+_READERS: dict[str, Callable[[str], object]] = {
+    "cache_root": read_text,
+    "namespace": read_name(DNS_LABEL, "a namespace name", limit=63),
+    "identity": read_text,
+    "lease_name": read_name(DNS_SUBDOMAIN, "a Lease name", limit=253),
+    "check_unused_cached_models_every": read_duration(),
+    "purge_unused_cached_models_after": read_duration(),
+    "purge_min_free": _watermark,
+    "purge_dry_run": read_boolean,
+    "staging_after": read_duration(),
+    "outcomes_after": read_duration(),
+    "scan_every": read_duration(),
+    "pods_namespace": read_name(DNS_LABEL, "a namespace name", limit=63, empty=True),
+    "metrics_port": read_port,
+    "log_format": read_choice(*FORMATS),
+    "log_level": read_choice(*LEVELS),
+}

@@ -1,0 +1,209 @@
+"""The cache agent (`modelcache agent`): purges unused models on a schedule and exports the cache's metrics.
+
+It runs in the namespace of the cache PVC it mounts, from the webhook image, as its own Deployment:
+never inside the webhook's pods, which must not wait for a volume to be bound or an NFS server to
+answer before they can admit pods. Every replica serves /healthz and /metrics; only the holder of the
+Lease scans the cache, counts fetch outcomes and purges, so one replica acts at a time.
+
+- Every ``scan_every``: claim the new fetch outcome records (counters and histograms), then list the
+  models (gauges of models, bytes, free space, per-model size and last use).
+- Every ``check_unused_cached_models_every``: one purge round (modelcache.cache.purge.run_purge) with TTL
+  ``purge_unused_cached_models_after``, the optional watermark ``purge_min_free``, and live pods
+  asked through the API. The time of the last round is kept on the volume, so a restarted agent keeps
+  the schedule instead of purging at each start.
+
+The work runs on a thread while the main loop renews the Lease every few seconds; a round stops
+between two removals when the Lease is lost or the agent is told to stop.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from modelcache.agent.config import AgentSettings
+from modelcache.agent.metrics import REASONS, AgentMetrics, Snapshot
+from modelcache.cache.files import list_names, write_atomically
+from modelcache.cache.inventory import free_space, list_models
+from modelcache.cache.layout import CacheLayout
+from modelcache.cache.outcomes import COUNTED_SUFFIX, claim_outcome, read_outcomes
+from modelcache.cache.owners import Identity
+from modelcache.cache.purge import PurgePolicy, read_watermark, run_purge
+from modelcache.contract.quantities import format_bytes, format_duration
+
+if TYPE_CHECKING:
+    from modelcache.runtime.leader import LeaderElector  # the kubernetes client: imported only to run
+
+log = logging.getLogger("modelcache.agent")
+LEASE_DURATION = timedelta(seconds=15)
+RENEW_EVERY = 5.0  # seconds; a third of the Lease
+SCHEDULE_FILE = "purge-schedule.json"  # under .modelcache/: when the last purge round ran
+
+
+class Agent:
+    """`step` is one turn of the main loop; `run` repeats it until told to stop."""
+
+    def __init__(
+        self,
+        settings: AgentSettings,
+        *,
+        elector: LeaderElector,
+        live_pods: Callable[[], Mapping[str, Sequence[str]]],
+    ) -> None:
+        self.settings, self.elector, self.live_pods = settings, elector, live_pods
+        self.layout = CacheLayout(Path(settings.cache_root).absolute())
+        self.metrics = AgentMetrics.create()
+        self.identity = Identity.here(pod=settings.identity, namespace=settings.namespace, node="")
+        self.alive_at = time.monotonic()
+        self.leading = False
+        self.stop = threading.Event()
+        self._worker: threading.Thread | None = None
+        self._next_scan = 0.0  # monotonic
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            self.step()
+            self.stop.wait(RENEW_EVERY)
+        if self._worker is not None:
+            self._worker.join()
+        self.elector.release()
+
+    def step(self) -> None:
+        self.alive_at = time.monotonic()
+        self.leading = bool(self.elector.try_lead(datetime.now(UTC)))
+        self.metrics.leader.set(int(self.leading))
+        if not self.leading:
+            self.metrics.cache.snapshot = None  # the active replica reports the cache
+            return
+        if self._worker is not None and self._worker.is_alive():
+            return
+        if time.monotonic() >= self._next_scan:
+            self._next_scan = time.monotonic() + self.settings.scan_every.total_seconds()
+            self._worker = threading.Thread(target=self.work, name="cache-work", daemon=True)
+            self._worker.start()
+
+    def keep_going(self) -> bool:
+        return self.leading and not self.stop.is_set()
+
+    def work(self) -> None:
+        """One turn of the active replica's work: a purge round when due, then the metrics."""
+        try:
+            if self.purge_due(time.time()):
+                self.purge_round()
+            self.count_outcomes()
+            self.scan()
+        except Exception:  # a thread must not die silently; the next turn tries again
+            log.exception("cache work failed")
+
+    # --- the purge ----------------------------------------------------------------------------------
+    def purge_due(self, now: float) -> bool:
+        last = self._last_round()
+        return last is None or now - last >= self.settings.check_unused_cached_models_every.total_seconds()
+
+    def _last_round(self) -> float | None:
+        try:
+            return float(json.loads((self.layout.state / SCHEDULE_FILE).read_bytes())["last_round"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def purge_round(self) -> dict[str, Any] | None:
+        """One round; the report, or None when it could not run (logged, and retried at the next turn)."""
+        settings = self.settings
+        if not self.layout.state.is_dir():
+            log.debug("purge: no model was ever fetched to %s; nothing to do", self.layout.root)
+            return None
+        _, total = free_space(self.layout)
+        policy = PurgePolicy(
+            unused_for=settings.purge_unused_cached_models_after.total_seconds(),
+            min_free_bytes=read_watermark(settings.purge_min_free, capacity=total),
+        )
+        try:
+            report = run_purge(
+                self.layout,
+                policy=policy,
+                staging_after=settings.staging_after.total_seconds(),
+                outcomes_after=settings.outcomes_after.total_seconds(),
+                dry_run=settings.purge_dry_run,
+                live_pods=self.live_pods,
+                identity=self.identity,
+                keep_going=self.keep_going,
+            )
+        except Exception as err:  # noqa: BLE001 (the API is down, live pods unknown: nothing may go; retry later)
+            self.metrics.purge_rounds.labels("failed").inc()
+            log.error("purge round failed, nothing removed: %s: %s", type(err).__name__, str(err)[:500])
+            return None
+        self._account(report)
+        return report
+
+    def _account(self, report: dict[str, Any]) -> None:
+        stopped = report["stopped"]
+        for item in report["models"]:
+            if item["remove"] and not report["dry_run"]:
+                why = "watermark" if item["reason"].startswith("free space") else "unused"
+                self.metrics.purged_models.labels(why).inc()
+            elif item.get("kept_at_removal"):
+                self.metrics.purge_kept.inc()
+        if not report["dry_run"]:
+            self.metrics.purged_bytes.inc(report["freed_bytes"])
+        self.metrics.purge_rounds.labels("stopped" if stopped else "ok").inc()
+        verb = "would free" if report["dry_run"] else "freed"
+        removed = sum(1 for item in report["models"] if item["remove"])
+        log.info(
+            "purge round %s: %d of %d model(s) %s, %d leftover(s); %s %s; next in %s",
+            "stopped" if stopped else "done",
+            removed,
+            len(report["models"]),
+            "to remove" if report["dry_run"] else "removed",
+            len(report["leftovers"]),
+            verb,
+            format_bytes(report["freed_bytes"]),
+            format_duration(self.settings.check_unused_cached_models_every.total_seconds()),
+        )
+        if not stopped:
+            self._record_round()
+            self.metrics.purge_last_success.set(time.time())
+
+    def _record_round(self) -> None:
+        data = {"last_round": time.time(), "by": self.settings.identity}
+        write_atomically(self.layout.state / SCHEDULE_FILE, json.dumps(data).encode())
+
+    # --- metrics ------------------------------------------------------------------------------------
+    def count_outcomes(self) -> int:
+        """Claim every new outcome record into the counters; keep only the newest counted one per model."""
+        counted = 0
+        for path, record in read_outcomes(self.layout, counted=False):
+            if claim_outcome(path) is None:
+                continue  # another agent on this volume counted it
+            try:  # any pod that mounts the volume read-write can write a record: trust no field's type
+                seconds, downloaded = max(0.0, float(record.seconds)), max(0, int(record.bytes_downloaded))
+            except (TypeError, ValueError):
+                log.warning("skipped the outcome record %s: a field is not a number", path.name)
+                continue
+            reason = "" if record.kind != "failed" else (record.reason if record.reason in REASONS else "Other")
+            self.metrics.fetches.labels(record.kind, reason).inc()
+            self.metrics.fetch_duration.labels(record.kind).observe(seconds)
+            self.metrics.downloaded_bytes.inc(downloaded)
+            counted += 1
+        newest: dict[str, Path] = {}
+        for name in sorted(list_names(self.layout.outcomes)):
+            if not name.endswith(COUNTED_SUFFIX) or name.startswith("."):
+                continue
+            key = name.removesuffix(COUNTED_SUFFIX).split("-", 2)[-1]
+            if key in newest:
+                newest[key].unlink(missing_ok=True)
+            newest[key] = self.layout.outcomes / name
+        return counted
+
+    def scan(self) -> Snapshot:
+        started = time.monotonic()
+        models = list_models(self.layout)
+        free, total = free_space(self.layout)
+        snapshot = Snapshot(time.time(), models, free, total, time.monotonic() - started)
+        self.metrics.cache.snapshot = snapshot
+        return snapshot

@@ -1,0 +1,434 @@
+"""`modelcache`: see, warm, refresh, verify and purge a model cache directory (and ask the cluster).
+
+Runs wherever the cache volume is mounted (a debug pod, the cache agent, a CronJob, a node) with
+``--cache DIR`` or MODELCACHE_CACHE_ROOT. Commands that need the cluster (live pods, Jobs) use the
+pod's service account or the current kubeconfig context. Exit codes: 0 done, 1 something was found
+wrong or refused (the output says what), 2 bad usage; a failed prefetch exits with the fetcher's code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import socket
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, TextIO
+
+from modelcache.cache.inventory import CacheEntry, Damage, free_space, list_models, model_keys, verify_model
+from modelcache.cache.layout import CacheLayout
+from modelcache.cache.markers import read_marker
+from modelcache.cache.owners import Identity
+from modelcache.cache.purge import PurgePolicy, read_watermark, run_purge
+from modelcache.cache.removal import RemovalRefusedError, busy_repositories, discard_damaged, remove_model
+from modelcache.cli.progress import Meter
+from modelcache.contract.annotation import parse_include
+from modelcache.contract.errors import ContractError, FetchError
+from modelcache.contract.keys import check_model_key, model_key
+from modelcache.contract.quantities import format_bytes, format_duration
+from modelcache.contract.sources import parse_source
+from modelcache.contract.wire import (
+    CACHE_ROOT_ENV,
+    DEFAULT_FETCHER_IMAGE,
+    NODE_NAME_ENV,
+    POD_NAME_ENV,
+    POD_NAMESPACE_ENV,
+)
+from modelcache.runtime.logs import configure_logging
+from modelcache.runtime.settings import SettingsError, read_seconds
+
+log = logging.getLogger("modelcache")
+DEFAULT_UNUSED_FOR = "1w"  # MLIS's purgeUnusedCacheEntrysAfter default
+DEFAULT_STAGING_AFTER = "1d"
+DEFAULT_OUTCOMES_AFTER = "1w"
+_PODS_NAMESPACE_HELP = "ask only this namespace for live pods: for a cache volume no other namespace mounts"
+
+
+class UsageError(Exception):
+    """Bad arguments: exit 2 with the message."""
+
+
+def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    parser = _parser()
+    args = parser.parse_args(argv)
+    _configure_logging(args.log_format)
+    try:
+        code: int = args.run(args, out)
+    except UsageError as err:
+        sys.stderr.write(f"modelcache {args.command}: {err}\n")
+        return 2
+    except FetchError as err:
+        sys.stderr.write(f"modelcache {args.command}: {err.reason}: {err}\n")
+        return err.exit_code
+    return code
+
+
+# --- ls -----------------------------------------------------------------------------------------------
+def cmd_ls(args: argparse.Namespace, out: TextIO) -> int:
+    layout = _layout(args)
+    models = list_models(layout)
+    pods = _live_pods(args) if args.pods else None
+    if args.json:
+        free, total = free_space(layout)
+        document = {
+            "cache": str(layout.root),
+            "free_bytes": free,
+            "total_bytes": total,
+            "models": [_model_json(m, pods) for m in models],
+        }
+        json.dump(document, out, indent=1)
+        out.write("\n")
+        return 0
+    now = time.time()
+    rows = [["SOURCE", "STATE", "SIZE", "LAST USED", "VERSION", *(["PODS"] if pods is not None else []), "KEY"]]
+    for model in models:
+        row = [
+            model.source or "?",
+            _state_text(model, now),
+            format_bytes(model.size) if model.size else "-",
+            f"{format_duration(now - model.last_used)} ago" if model.last_used else "never",
+            model.version[:12] or "-",
+        ]
+        if pods is not None:
+            row.append(", ".join(pods.get(model.key, [])) or "-")
+        rows.append([*row, model.key])
+    _table(rows, out)
+    free, total = free_space(layout)
+    out.write(f"{len(models)} model(s), {format_bytes(sum(m.size for m in models))}; ")
+    out.write(f"free {format_bytes(free)} of {format_bytes(total)}\n")
+    return 0
+
+
+def _state_text(model: CacheEntry, now: float) -> str:
+    if model.state == "downloading" and model.download is not None:
+        done = model.download.percent
+        progress = f" {done}%" if done is not None else ""
+        quiet = now - model.download.heartbeat_at if model.download.heartbeat_at else 0
+        stale = f", no heartbeat for {format_duration(quiet)}" if quiet > 60 else ""
+        return f"downloading{progress} ({model.download.holder}{stale})"
+    if model.state == "interrupted":
+        return f"interrupted ({format_bytes(model.staging_bytes)} staged)" if model.staging_bytes else "interrupted"
+    if model.state == "corrupt":
+        return f"corrupt: {model.problem}"
+    return model.state
+
+
+def _model_json(model: CacheEntry, pods: dict[str, list[str]] | None) -> dict[str, Any]:
+    data = asdict(model)
+    if pods is not None:
+        data["pods"] = pods.get(model.key, [])
+    return data
+
+
+# --- verify -------------------------------------------------------------------------------------------
+def cmd_verify(args: argparse.Namespace, out: TextIO) -> int:
+    layout = _layout(args)
+    keys = [_key(layout, value, args.include) for value in args.models] or [m.key for m in list_models(layout)]
+    results: dict[str, list[Damage]] = {}  # key -> problems found
+    for key in keys:
+        marker = read_marker(layout, key)
+        if marker is None:
+            results[key] = [Damage("", "not ready: no ready marker (see `modelcache ls`)")]
+            continue
+        with Meter(f"verify {marker.source}", marker.total_bytes, stream=sys.stderr) as meter:
+            results[key] = verify_model(layout, marker, progress=meter.add)
+    bad = {key: problems for key, problems in results.items() if problems}
+    repaired: dict[str, str] = {}  # key -> the fetcher's summary
+    unrepaired: dict[str, str] = {}  # key -> why not
+    for key in bad if args.repair else ():
+        marker = read_marker(layout, key)
+        if marker is None:
+            unrepaired[key] = "no ready marker says what it was: `modelcache prefetch <uri>` fetches it again"
+            continue
+        try:
+            discard_damaged(layout, key, [d.file for d in bad[key]], identity=_identity("verify"))
+            repaired[key] = _fetch(layout, marker.source, marker.include, refresh=False, log_format=args.log_format)
+        except (RemovalRefusedError, FetchError) as err:
+            unrepaired[key] = f"not repaired: {err}"
+    if args.json:
+        document = {
+            k: {"problems": [str(d) for d in v], "repaired": repaired.get(k), "not_repaired": unrepaired.get(k)}
+            for k, v in results.items()
+        }
+        json.dump({"models": document}, out)
+        out.write("\n")
+    else:
+        for key, problems in results.items():
+            status = "ok" if not problems else ("repaired" if key in repaired else "CORRUPT")
+            out.write(f"{status:9} {key}\n")
+            for problem in problems:
+                out.write(f"          {problem}\n")
+            if key in repaired or key in unrepaired:
+                out.write(f"          {repaired.get(key) or unrepaired[key]}\n")
+    return 1 if any(k not in repaired for k in bad) else 0
+
+
+# --- prefetch / refresh -------------------------------------------------------------------------------
+def cmd_prefetch(args: argparse.Namespace, out: TextIO) -> int:
+    refresh = args.command == "refresh"
+    try:
+        source = parse_source(args.uri, allow_http=args.allow_http)
+        include = parse_include(",".join(args.include)) if args.include else ()
+    except ContractError as err:
+        raise UsageError(str(err)) from err
+    if args.job or args.apply:
+        from modelcache.cli.jobs import create_job, prefetch_job
+
+        job = prefetch_job(
+            source, namespace=args.namespace, image=args.image, include=include, secret=args.secret, refresh=refresh
+        )
+        if args.apply:
+            out.write(create_job(_api(), job) + "\n")
+        else:
+            json.dump(job, out, indent=2)
+            out.write("\n")
+        return 0
+    layout = _layout(args)
+    out.write(_fetch(layout, source.uri, include, refresh=refresh, log_format=args.log_format) + "\n")
+    return 0
+
+
+def _fetch(layout: CacheLayout, uri: str, include: tuple[str, ...], *, refresh: bool, log_format: str) -> str:
+    """The fetcher in this process: only where the fetcher's libraries are (its image, `pip install '.[cli]'`)."""
+    try:
+        from modelcache.cli.localfetch import fetch
+    except ImportError as err:  # the webhook image: it purges and measures, it does not download
+        raise UsageError(
+            f"this installation cannot download ({err.name} is missing): run prefetch, refresh and verify --repair "
+            "from the fetcher image or after `pip install 'modelcache[cli]'`, or use `prefetch --job`"
+        ) from err
+    _configure_logging(log_format, key=model_key(parse_source(uri, allow_http=True), include))
+    return fetch(layout, uri, include, refresh=refresh)
+
+
+# --- purge / rm ---------------------------------------------------------------------------------------
+def cmd_purge(args: argparse.Namespace, out: TextIO) -> int:
+    layout = _layout(args)
+    pods_now: Callable[[], dict[str, list[str]]] = (lambda: {}) if args.no_pod_check else (lambda: _live_pods(args))
+    _, total = free_space(layout)
+    try:
+        min_free = read_watermark(args.min_free or "", capacity=total)
+    except ValueError as err:
+        raise UsageError(f"--min-free {args.min_free!r}: {err}") from err
+    result = run_purge(
+        layout,
+        policy=PurgePolicy(unused_for=_duration(args.unused_for, "--unused-for"), min_free_bytes=min_free),
+        staging_after=_duration(args.staging_after, "--staging-after"),
+        outcomes_after=_duration(DEFAULT_OUTCOMES_AFTER, "outcomes"),
+        dry_run=args.dry_run,
+        live_pods=pods_now,
+        identity=_identity("purge"),
+    )
+    if args.json:
+        json.dump(result, out, indent=1)
+        out.write("\n")
+        return 0
+    verb = "would remove" if args.dry_run else "removed"
+    for item in result["models"]:
+        action = verb if item["remove"] else "keep"
+        if item.get("refused"):
+            action = "kept"
+        out.write(f"{action:12} {item['source'] or item['key']}: {item['reason']}{item.get('refused') or ''}\n")
+    for item in result["leftovers"]:
+        out.write(f"{verb:12} {item['path']}: {item['reason']} ({format_bytes(item['bytes'])})\n")
+    out.write(f"{'would free' if args.dry_run else 'freed'} {format_bytes(result['freed_bytes'])}\n")
+    return 0
+
+
+def cmd_rm(args: argparse.Namespace, out: TextIO) -> int:
+    layout = _layout(args)
+    key = _key(layout, args.model, args.include)
+    in_use: dict[str, list[str]] = {} if args.no_pod_check else _live_pods(args)
+    if not args.no_pod_check:
+        pods = in_use.get(key)
+        if pods and not args.force:
+            out.write(f"refused: {key} is in use by {', '.join(pods)}; delete those pods first, or --force\n")
+            return 1
+
+    def recheck() -> str | None:
+        if args.no_pod_check or args.force:
+            return None
+        pods = _live_pods(args).get(key)
+        return f"a pod started using it meanwhile ({', '.join(pods)})" if pods else None
+
+    try:
+        removed = remove_model(
+            layout,
+            key,
+            reason="removed by modelcache rm",
+            identity=_identity("rm"),
+            recheck=recheck,
+            force=args.force,
+            busy_repos=busy_repositories(layout, set(in_use) - {key}),
+        )
+    except RemovalRefusedError as err:
+        out.write(f"refused: {err}\n")
+        return 1
+    out.write(f"removed {key}: {format_bytes(removed.freed)} freed\n")
+    for note in removed.deferred:
+        out.write(f"  {note}\n")
+    return 0
+
+
+# --- agent --------------------------------------------------------------------------------------------
+def cmd_agent(args: argparse.Namespace, out: TextIO) -> int:
+    from modelcache.agent.__main__ import run as run_agent
+    from modelcache.agent.config import AgentSettings
+
+    environ = dict(os.environ)
+    if args.cache:
+        environ[CACHE_ROOT_ENV] = args.cache
+    try:
+        settings = AgentSettings.from_env(environ)
+    except SettingsError as err:
+        raise UsageError(str(err)) from err
+    configure_logging(fmt=settings.log_format, level=settings.log_level)
+    return run_agent(settings)
+
+
+# --- helpers ------------------------------------------------------------------------------------------
+def _layout(args: argparse.Namespace) -> CacheLayout:
+    root = args.cache or os.environ.get(CACHE_ROOT_ENV, "")
+    if not root:
+        raise UsageError(f"no cache directory: pass --cache DIR or set {CACHE_ROOT_ENV}")
+    path = Path(root)
+    if not path.is_dir():
+        raise UsageError(f"--cache {root!r} is not a directory; pass the cache volume's mount path")
+    return CacheLayout(path.absolute())
+
+
+def _key(layout: CacheLayout, value: str, include: Sequence[str]) -> str:
+    """A model URI (with the same include patterns the pods use) or a key as `modelcache ls` shows it."""
+    if "://" in value:
+        try:
+            source = parse_source(value, allow_http=True)
+            patterns = parse_include(",".join(include)) if include else ()
+        except ContractError as err:
+            raise UsageError(str(err)) from err
+        return model_key(source, patterns)
+    with contextlib.suppress(ValueError):
+        if check_model_key(value) in model_keys(layout):
+            return value
+    raise UsageError(
+        f"{value!r} is neither a model URI (hf://org/name[@revision], s3://bucket/prefix, https://...) nor a key "
+        "in this cache; `modelcache ls` lists the keys"
+    )
+
+
+def _live_pods(args: argparse.Namespace) -> dict[str, list[str]]:
+    from modelcache.runtime.kube import live_pods_by_key
+
+    try:
+        return live_pods_by_key(_api(), getattr(args, "pods_namespace", None) or "")
+    except Exception as err:
+        raise UsageError(
+            f"cannot list pods through the Kubernetes API ({type(err).__name__}: {str(err)[:300]}); a model may be "
+            "removed only when no live pod uses it. Fix the access (in a pod: its service account needs "
+            "pods list across namespaces), or pass --no-pod-check if no pod can use this cache"
+        ) from err
+
+
+def _api() -> Any:
+    from modelcache.runtime.kube import connect
+
+    return connect()
+
+
+def _identity(command: str) -> Identity:
+    return Identity.here(
+        pod=os.environ.get(POD_NAME_ENV) or f"modelcache-{command}@{socket.gethostname()}",
+        namespace=os.environ.get(POD_NAMESPACE_ENV, ""),
+        node=os.environ.get(NODE_NAME_ENV, ""),
+    )
+
+
+def _duration(value: str, option: str) -> float:
+    try:
+        return read_seconds(minimum=1.0)(value)
+    except ValueError as err:
+        raise UsageError(f"{option} {value!r}: {err}") from err
+
+
+def _table(rows: list[list[str]], out: TextIO) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        out.write("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() + "\n")
+
+
+def _configure_logging(fmt: str, *, key: str = "-") -> None:
+    """Every line names a model key ("-" for lines about the whole cache)."""
+    configure_logging(fmt=fmt, model_key=key)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="modelcache", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cache", help=f"the cache directory (default: ${CACHE_ROOT_ENV})")
+    parser.add_argument("--log-format", choices=("text", "json"), default="text")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    ls = commands.add_parser("ls", help="every model: source, state, size, last use (and pods with --pods)")
+    ls.add_argument("--json", action="store_true", help="one JSON document, for scripts")
+    ls.add_argument("--pods", action="store_true", help="ask the cluster which live pods use each model")
+    ls.add_argument("--pods-namespace", help=_PODS_NAMESPACE_HELP)
+    ls.set_defaults(run=cmd_ls)
+
+    for name, text in (
+        ("prefetch", "warm the cache with a model ahead of a rollout"),
+        ("refresh", "re-resolve a branch or tag (@main) to its newest commit and fetch it"),
+    ):
+        command = commands.add_parser(name, help=text)
+        command.add_argument("uri", help="hf://org/name[@revision], s3://bucket/prefix or https://...")
+        command.add_argument("--include", action="append", default=[], help="include patterns, as the pods set them")
+        command.add_argument("--allow-http", action="store_true", help="accept an http:// source")
+        command.add_argument("--job", action="store_true", help="print a Kubernetes Job that does it in the cluster")
+        command.add_argument("--apply", action="store_true", help="create that Job through the current context")
+        command.add_argument("--namespace", default="default", help="the Job's namespace (whose cache PVC it warms)")
+        command.add_argument("--image", default=DEFAULT_FETCHER_IMAGE, help="the Job container's image")
+        command.add_argument("--secret", help="a Secret with the source's credentials, as modelcache.io/secret")
+        command.set_defaults(run=cmd_prefetch)
+
+    verify = commands.add_parser("verify", help="re-hash models against their recorded digests")
+    verify.add_argument("models", nargs="*", help="URIs or keys (default: every model)")
+    verify.add_argument("--include", action="append", default=[])
+    verify.add_argument("--repair", action="store_true", help="fetch again the files found corrupt")
+    verify.add_argument("--json", action="store_true")
+    verify.set_defaults(run=cmd_verify)
+
+    purge_command = commands.add_parser("purge", help="remove models no live pod used for --unused-for")
+    purge_command.add_argument("--unused-for", default=DEFAULT_UNUSED_FOR, help="s, m, h, d or w (default 1w)")
+    purge_command.add_argument("--min-free", help="watermark: evict least recently used models below this (50Gi, 10%%)")
+    purge_command.add_argument(
+        "--staging-after", default=DEFAULT_STAGING_AFTER, help="remove dead download attempts this old (default 1d)"
+    )
+    purge_command.add_argument("--dry-run", action="store_true", help="show what would go; remove nothing")
+    purge_command.add_argument(
+        "--no-pod-check", action="store_true", help="do not ask the cluster for live pods (only if none can use it)"
+    )
+    purge_command.add_argument("--pods-namespace", help=_PODS_NAMESPACE_HELP)
+    purge_command.add_argument("--json", action="store_true")
+    purge_command.set_defaults(run=cmd_purge)
+
+    rm = commands.add_parser("rm", help="remove one model, refusing while it is in use or locked")
+    rm.add_argument("model", help="a URI or a key")
+    rm.add_argument("--include", action="append", default=[])
+    rm.add_argument("--force", action="store_true", help="remove even when in use or locked")
+    rm.add_argument("--no-pod-check", action="store_true", help="do not ask the cluster for live pods")
+    rm.add_argument("--pods-namespace", help=_PODS_NAMESPACE_HELP)
+    rm.set_defaults(run=cmd_rm)
+
+    agent = commands.add_parser(
+        "agent", help="run the cache agent: scheduled purge and /metrics (settings from MODELCACHE_*)"
+    )
+    agent.set_defaults(run=cmd_agent)
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The modelcache controller: cache volumes per namespace, and the webhook's certificates."""

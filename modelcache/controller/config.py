@@ -1,0 +1,96 @@
+"""Controller settings: a frozen dataclass read once from MODELCACHE_* environment variables.
+
+Durations and sizes use the one grammar of modelcache.runtime.settings (``90s``, ``1d``, ``1w``; ``100Gi``).
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from typing import Literal
+
+from modelcache.contract.volumes import VOLUME_MODES, VolumeMode
+from modelcache.runtime.logs import FORMATS, LEVELS
+from modelcache.runtime.settings import (
+    DNS_LABEL,
+    DNS_SUBDOMAIN,
+    load_settings,
+    read_boolean,
+    read_choice,
+    read_duration,
+    read_name,
+    read_quantity,
+    read_text,
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ControllerSettings:
+    """Everything the controller can be told; each field is MODELCACHE_<FIELD NAME IN UPPER CASE>."""
+
+    namespace: str = "modelcache-system"
+    identity: str = ""  # this replica's name in the Lease (the pod name); the host name when empty
+    lease_name: str = "modelcache-controller"
+    # Cache volumes per namespace (docs/install.md).
+    volume_mode: VolumeMode = "existing"
+    claim_name: str = "modelcache"
+    storage_class: str = ""
+    storage_size: str = "100Gi"
+    bypass_storage_check: bool = False
+    volume_pending_deadline: timedelta = timedelta(minutes=3)
+    resync_every: timedelta = timedelta(seconds=30)
+    # Certificates for the webhook (off when cert-manager issues them).
+    manage_certificates: bool = True
+    webhook_configuration: str = "modelcache-webhook"
+    service_name: str = "modelcache-webhook"
+    tls_secret: str = "modelcache-webhook-tls"  # noqa: S105 (a Secret's name)
+    ca_secret: str = "modelcache-ca"  # noqa: S105 (a Secret's name)
+    certificate_check_every: timedelta = timedelta(minutes=5)
+    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> ControllerSettings:
+        """Read and validate every MODELCACHE_* variable; one SettingsError lists every problem."""
+        settings = load_settings(cls, _READERS, environ, what="controller")
+        return settings if settings.identity else replace(settings, identity=socket.gethostname())
+
+    def problems(self) -> list[str]:
+        """Cross-field checks."""
+        problems = []
+        if self.volume_mode == "provision" and not self.storage_class:
+            problems.append(
+                "MODELCACHE_VOLUME_MODE=provision needs MODELCACHE_STORAGE_CLASS: the ReadWriteMany StorageClass "
+                "each namespace's cache PVC is provisioned from (kubectl get storageclass)"
+            )
+        if self.volume_mode == "clone" and not self.storage_class:
+            problems.append(
+                "MODELCACHE_VOLUME_MODE=clone needs MODELCACHE_STORAGE_CLASS: the ReadWriteMany StorageClass of "
+                "the cache PVC whose volume every namespace shares (for example nfs-client)"
+            )
+        return problems
+
+
+_READERS: dict[str, Callable[[str], object]] = {
+    "namespace": read_name(DNS_LABEL, "a namespace name", limit=63),
+    "identity": read_text,
+    "lease_name": read_name(DNS_SUBDOMAIN, "a Lease name", limit=253),
+    "volume_mode": read_choice(*VOLUME_MODES),
+    # A PV copy is named after the claim and the namespace, so the claim name leaves room for both.
+    "claim_name": read_name(DNS_LABEL, "a PersistentVolumeClaim name", limit=63),
+    "storage_class": read_name(DNS_SUBDOMAIN, "a StorageClass name", limit=253, empty=True),
+    "storage_size": read_quantity,
+    "bypass_storage_check": read_boolean,
+    "volume_pending_deadline": read_duration(),
+    "resync_every": read_duration(),
+    "manage_certificates": read_boolean,
+    "webhook_configuration": read_name(DNS_SUBDOMAIN, "a MutatingWebhookConfiguration name", limit=253),
+    "service_name": read_name(DNS_LABEL, "a Service name", limit=63),
+    "tls_secret": read_name(DNS_SUBDOMAIN, "a Secret name", limit=253),
+    "ca_secret": read_name(DNS_SUBDOMAIN, "a Secret name", limit=253),
+    "certificate_check_every": read_duration(),
+    "log_format": read_choice(*FORMATS),
+    "log_level": read_choice(*LEVELS),
+}

@@ -1,0 +1,300 @@
+"""Cache volumes per namespace: from what the cluster has to what to create, delete and report (pure).
+
+A pod can mount only a PVC of its own namespace. Three ways to give every namespace that runs modelcache
+pods a PVC named ``claim_name``:
+
+- ``existing``: the operator creates the PVCs; we check them (ReadWriteMany, Bound) and report;
+- ``provision``: a new ReadWriteMany PVC from ``storage_class`` in each namespace (a cache per namespace);
+- ``clone``: one cache PVC in the controller's namespace, provisioned from ``storage_class``; each
+  namespace gets a copy of its PersistentVolume (same NFS export or hostPath, reclaim policy Retain)
+  pre-bound to a PVC there, so every namespace sees the same files (MLIS's model).
+
+Nothing here calls the API: :func:`plan_volumes` takes a snapshot and returns actions and the status
+document, so every decision is table-tested.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+from modelcache.contract import JsonObject
+from modelcache.contract.volumes import NamespaceVolume, VolumeStatus
+from modelcache.controller.config import ControllerSettings
+
+RWX = "ReadWriteMany"
+MANAGED_BY = {"app.kubernetes.io/managed-by": "modelcache-controller"}
+CLONE_OF_ANNOTATION = "modelcache.io/clone-of"
+CLONE_NAMESPACE_LABEL = "modelcache.io/clone-for-namespace"
+# Volume types that several PVs can point at safely (MLIS checks the same two); others need the bypass.
+SHAREABLE_VOLUME_TYPES = ("nfs", "hostPath")
+# Provisioners whose volumes attach to one node at a time: ReadWriteMany PVCs from them never bind.
+SINGLE_NODE_PROVISIONERS = {
+    "ebs.csi.aws.com": "Amazon EBS",
+    "kubernetes.io/aws-ebs": "Amazon EBS",
+    "pd.csi.storage.gke.io": "Google persistent disk",
+    "kubernetes.io/gce-pd": "Google persistent disk",
+    "disk.csi.azure.com": "Azure disk",
+    "kubernetes.io/azure-disk": "Azure disk",
+    "cinder.csi.openstack.org": "OpenStack Cinder",
+    "rancher.io/local-path": "local-path",
+    "kubernetes.io/no-provisioner": "local volumes",
+    "openebs.io/local": "OpenEBS local PV",
+    "topolvm.io": "TopoLVM",
+    "hostpath.csi.k8s.io": "the CSI hostpath driver",
+}
+_VOLUME_SPEC_KEYS_NOT_COPIED = ("claimRef", "storageClassName", "persistentVolumeReclaimPolicy", "accessModes")
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """The parts of a PersistentVolumeClaim we decide on."""
+
+    namespace: str
+    name: str
+    phase: str
+    access_modes: tuple[str, ...]
+    volume_name: str
+    created: datetime
+    deleting: bool
+
+    @classmethod
+    def of(cls, pvc: JsonObject) -> Claim:
+        metadata, spec = pvc["metadata"], pvc.get("spec", {})
+        return cls(
+            namespace=metadata["namespace"],
+            name=metadata["name"],
+            phase=pvc.get("status", {}).get("phase", "Pending"),
+            access_modes=tuple(spec.get("accessModes", ())),
+            volume_name=spec.get("volumeName", ""),
+            created=datetime.fromisoformat(metadata["creationTimestamp"]),
+            deleting=bool(metadata.get("deletionTimestamp")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Observed:
+    """One snapshot of the cluster, as the controller listed it."""
+
+    claims: dict[str, Claim]  # namespace -> the PVC named claim_name there (the controller's own included)
+    wanted: frozenset[str]  # namespaces with modelcache pods
+    storage_class: JsonObject | None = None  # the StorageClass named storage_class, if it exists
+    source_volume: JsonObject | None = None  # clone: the PV bound to the controller's own PVC
+    clones: dict[str, JsonObject] = field(default_factory=dict)  # our PV copies by name
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """Create a PVC or PV copy, or delete a PV copy (the controller never deletes a PVC)."""
+
+    verb: Literal["create", "delete"]
+    kind: Literal["PersistentVolumeClaim", "PersistentVolume"]
+    name: str
+    namespace: str = ""
+    body: JsonObject | None = None
+    reason: str = ""
+    serves: str = ""  # the namespace whose cache volume this is for ("" for clean-up)
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    actions: tuple[Action, ...]
+    status: VolumeStatus
+
+
+def plan_volumes(observed: Observed, settings: ControllerSettings, *, now: datetime) -> Plan:
+    """What to create and delete so that every namespace in `observed.wanted` gets a usable cache PVC."""
+    actions: list[Action] = []
+    problem = ""
+    if settings.volume_mode != "existing":
+        problem = _storage_class_problem(observed.storage_class, settings)
+    if settings.volume_mode == "clone" and not problem:
+        problem = _source_problem(observed, settings, actions, now=now)
+    namespaces: dict[str, NamespaceVolume] = {}
+    for namespace in sorted((observed.wanted | observed.claims.keys()) - {settings.namespace}):
+        claim = observed.claims.get(namespace)
+        if claim is not None:
+            namespaces[namespace] = _claim_state(claim, settings, now=now)
+        elif settings.volume_mode != "existing" and not problem:
+            actions += _create_for(namespace, observed, settings)
+            namespaces[namespace] = NamespaceVolume("pending", "creating the cache PVC")
+    actions += _collect_released_clones(observed)
+    status = VolumeStatus(
+        mode=settings.volume_mode,
+        claim=settings.claim_name,
+        updated=now,
+        controller_namespace=settings.namespace,
+        problem=problem,
+        namespaces=namespaces,
+    )
+    return Plan(tuple(actions), status)
+
+
+def _storage_class_problem(storage_class: JsonObject | None, settings: ControllerSettings) -> str:
+    if storage_class is None:
+        return (
+            f"StorageClass {settings.storage_class!r} does not exist. Set storageClassName "
+            "(MODELCACHE_STORAGE_CLASS) to a ReadWriteMany class listed by `kubectl get storageclass`."
+        )
+    provisioner = str(storage_class.get("provisioner", ""))
+    if provisioner in SINGLE_NODE_PROVISIONERS and not settings.bypass_storage_check:
+        return (
+            f"StorageClass {settings.storage_class!r} uses {provisioner} ({SINGLE_NODE_PROVISIONERS[provisioner]}), "
+            "which cannot provide ReadWriteMany volumes. Use a shared-filesystem class (NFS such as nfs-client, "
+            "CephFS, EFS, Filestore, Azure Files); set bypassStorageCheck only if this one really does RWX."
+        )
+    return ""
+
+
+def _source_problem(observed: Observed, settings: ControllerSettings, actions: list[Action], *, now: datetime) -> str:
+    """Clone mode: the shared cache PVC in our namespace must exist, be RWX, bound, and shareable."""
+    source = observed.claims.get(settings.namespace)
+    where = f"{settings.namespace}/{settings.claim_name}"
+    if source is None:
+        actions.append(_claim_action(settings.namespace, settings, storage_class=settings.storage_class))
+        return ""  # created now; namespaces wait (pending) until it binds
+    state = _claim_state(source, settings, now=now)
+    if state.state == "error":
+        return f"the shared cache PVC {where}: {state.message}"
+    volume = observed.source_volume
+    if state.state == "pending" or volume is None:
+        return ""
+    kinds = [key for key in volume.get("spec", {}) if key not in _COMMON_VOLUME_SPEC_KEYS]
+    if not settings.bypass_storage_check and not any(kind in SHAREABLE_VOLUME_TYPES for kind in kinds):
+        detail = kinds[0] if kinds else "unknown"
+        if detail == "csi":
+            detail = f"csi (driver {volume['spec']['csi'].get('driver', '?')})"
+        return (
+            f"the shared cache volume {volume['metadata']['name']} (of PVC {where}) is of type {detail}; only nfs "
+            "and hostPath volumes can be copied into other namespaces safely. Use an NFS StorageClass, or set "
+            "bypassStorageCheck (MODELCACHE_BYPASS_STORAGE_CHECK) if this driver allows one volume in several PVs."
+        )
+    return ""
+
+
+_COMMON_VOLUME_SPEC_KEYS = {
+    "accessModes",
+    "capacity",
+    "claimRef",
+    "mountOptions",
+    "nodeAffinity",
+    "persistentVolumeReclaimPolicy",
+    "storageClassName",
+    "volumeMode",
+    "volumeAttributesClassName",
+}
+
+
+def _claim_state(claim: Claim, settings: ControllerSettings, *, now: datetime) -> NamespaceVolume:
+    where = f"{claim.namespace}/{claim.name}"
+    managed = settings.volume_mode != "existing"
+    if claim.deleting:
+        if managed:
+            return NamespaceVolume("pending", f"PVC {where} is being deleted; it is created again once it is gone")
+        return NamespaceVolume("error", f"PVC {where} is being deleted; create it again once it is gone")
+    if RWX not in claim.access_modes:
+        fix = "delete it and the controller creates a ReadWriteMany one" if managed else "recreate it as ReadWriteMany"
+        return NamespaceVolume(
+            "error",
+            f"PVC {where} has access modes {', '.join(claim.access_modes) or 'none'}; pods on several nodes share "
+            f"the cache, so it must be ReadWriteMany ({fix})",
+        )
+    if claim.phase == "Bound":
+        return NamespaceVolume("ready")
+    if claim.phase == "Lost":
+        return NamespaceVolume("error", f"PVC {where} lost its volume (phase Lost); see kubectl describe pvc")
+    waited = now - claim.created
+    if waited <= settings.volume_pending_deadline:
+        return NamespaceVolume("pending", f"PVC {where} is waiting to be bound")
+    return NamespaceVolume(
+        "error",
+        f"PVC {where} has been Pending for {int(waited.total_seconds())} s. `kubectl describe pvc -n "
+        f"{claim.namespace} {claim.name}` says why; often the StorageClass cannot provide ReadWriteMany volumes.",
+    )
+
+
+def _create_for(namespace: str, observed: Observed, settings: ControllerSettings) -> list[Action]:
+    if settings.volume_mode == "provision":
+        return [_claim_action(namespace, settings, storage_class=settings.storage_class)]
+    source = observed.source_volume
+    source_claim = observed.claims.get(settings.namespace)
+    if source is None or source_claim is None or source_claim.phase != "Bound":
+        return []  # the shared PVC is not bound yet: the namespace waits (pending)
+    name = clone_volume_name(settings.claim_name, namespace)
+    existing = observed.clones.get(name)
+    if existing is not None and existing.get("status", {}).get("phase") == "Released":
+        reason = f"re-created for a new PVC in {namespace}"
+        return [Action("delete", "PersistentVolume", name, reason=reason, serves=namespace)]
+    actions = []
+    if existing is None:
+        body = clone_volume(source, namespace, settings)
+        actions.append(Action("create", "PersistentVolume", name, body=body, serves=namespace))
+    capacity = source["spec"].get("capacity", {}).get("storage", settings.storage_size)
+    actions.append(_claim_action(namespace, settings, storage_class="", volume_name=name, size=capacity))
+    return actions
+
+
+def _collect_released_clones(observed: Observed) -> list[Action]:
+    """A copy whose PVC is gone (namespace deleted, PVC removed, suffix changed) is only a pointer: remove it.
+
+    Copies have reclaim policy Retain, so deleting one never touches the files on the shared volume.
+    """
+    return [
+        Action("delete", "PersistentVolume", name, reason="its PVC is gone; the shared files are untouched")
+        for name, volume in sorted(observed.clones.items())
+        if volume.get("status", {}).get("phase") == "Released"
+    ]
+
+
+def clone_volume_name(claim: str, namespace: str) -> str:
+    digest = hashlib.sha256(f"{namespace}/{claim}".encode()).hexdigest()[:8]
+    return f"{claim}-{namespace}-{digest}"
+
+
+def clone_volume(source: JsonObject, namespace: str, settings: ControllerSettings) -> JsonObject:
+    """A PV pointing at the same storage as `source`, pre-bound to the cache PVC in `namespace`."""
+    spec = {k: v for k, v in source["spec"].items() if k not in _VOLUME_SPEC_KEYS_NOT_COPIED}
+    spec.update(
+        accessModes=[RWX],
+        persistentVolumeReclaimPolicy="Retain",  # deleting the copy must never delete the shared files
+        storageClassName="",
+        claimRef={
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "namespace": namespace,
+            "name": settings.claim_name,
+        },
+    )
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {
+            "name": clone_volume_name(settings.claim_name, namespace),
+            "labels": {**MANAGED_BY, CLONE_NAMESPACE_LABEL: namespace},
+            "annotations": {CLONE_OF_ANNOTATION: source["metadata"]["name"]},
+        },
+        "spec": spec,
+    }
+
+
+def _claim_action(
+    namespace: str, settings: ControllerSettings, *, storage_class: str, volume_name: str = "", size: str = ""
+) -> Action:
+    spec: JsonObject = {
+        "accessModes": [RWX],
+        "storageClassName": storage_class,
+        "resources": {"requests": {"storage": size or settings.storage_size}},
+    }
+    if volume_name:
+        spec["volumeName"] = volume_name
+    body = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": settings.claim_name, "namespace": namespace, "labels": dict(MANAGED_BY)},
+        "spec": spec,
+    }
+    return Action(
+        "create", "PersistentVolumeClaim", settings.claim_name, namespace=namespace, body=body, serves=namespace
+    )
