@@ -36,6 +36,7 @@ class FetchSettings:
     refresh: bool
     pod: str
     namespace: str
+    pod_uid: str
     node: str
     workers: int
     connect_timeout: float
@@ -71,6 +72,7 @@ class FetchSettings:
             refresh=env.get(wire.REFRESH_ENV, read_boolean, False),
             pod=env.get(wire.POD_NAME_ENV, str, ""),
             namespace=env.get(wire.POD_NAMESPACE_ENV, str, ""),
+            pod_uid=env.get(wire.POD_UID_ENV, str, ""),
             node=env.get(wire.NODE_NAME_ENV, str, ""),
             workers=env.get("MODELCACHE_WORKERS", read_integer(minimum=1, maximum=64), default_workers()),
             connect_timeout=env.get("MODELCACHE_CONNECT_TIMEOUT", read_seconds(minimum=0.1), 10.0),

@@ -21,6 +21,7 @@ from modelcache.cache.files import symlink_atomically
 from modelcache.cache.layout import CacheLayout
 from modelcache.cache.markers import Marker, check_ready
 from modelcache.cache.outcomes import OutcomeRecord, write_outcome
+from modelcache.cache.pins import record_pin
 from modelcache.cache.usage import record_use
 from modelcache.contract.errors import ConfigError, DiskFullError, FetchError
 from modelcache.contract.quantities import format_bytes
@@ -94,6 +95,15 @@ def ensure_model(settings: FetchSettings, *, environ: Mapping[str, str]) -> Outc
     """Make the model ready under the cache root, and the pod's pin point at the version it got."""
     outcome = _make_ready(settings, environ)
     if settings.pin_path is not None:
+        if settings.shared:  # first the record, then the link: no moment where the pod reads an unrecorded version
+            record_pin(
+                CacheLayout(settings.cache_root),
+                namespace=settings.namespace,
+                pod=settings.pod,
+                uid=settings.pod_uid,
+                key=settings.key,
+                model_dir=outcome.path,
+            )
         pin(settings.pin_path, str(settings.cache_root / outcome.path))
     return outcome
 
@@ -228,7 +238,7 @@ def open_source(settings: FetchSettings, layout: CacheLayout, environ: Mapping[s
 
     if not isinstance(source, HttpSource):  # pragma: no cover - the three kinds are exhaustive
         raise ConfigError(f"no adapter for {source.uri}")
-    return HttpAdapter(source, environ=environ, http=http)
+    return HttpAdapter(source, environ=environ, http=http, secret_hint=settings.secret_hint)
 
 
 def _download_and_publish(

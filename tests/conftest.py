@@ -62,3 +62,15 @@ def cache(tmp_path: Path) -> Path:
     root = tmp_path / "cache"
     root.mkdir()
     return root
+
+
+@pytest.fixture(scope="session")
+def moto() -> Iterator[str]:
+    """A moto S3 server on loopback, for the whole run."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from devtools.fetcher_env import fetcher_environment, run_fetcher
 from devtools.hubserver import HubServer
@@ -60,14 +61,43 @@ def age_use(cache: Path, key: str, days: float) -> None:
     os.utime(CacheLayout(cache).usage_path(key), (moment, moment))
 
 
-def start_model_pod(api: KubeApi, key: str) -> None:
-    """serving/llm-0, running, with the label the webhook gives pods of the model `key`."""
+def start_model_pod(api: KubeApi, key: str, name: str = "llm-0") -> None:
+    """serving/<name>, running, with the label the webhook gives pods of the model `key`."""
     api.create(
         {
             "apiVersion": "v1",
             "kind": "Pod",
-            "metadata": {"name": "llm-0", "namespace": "serving", "labels": {wire.MODEL_KEY_LABEL: key}},
+            "metadata": {"name": name, "namespace": "serving", "labels": {wire.MODEL_KEY_LABEL: key}},
             "spec": {"containers": [{"name": "app", "image": "vllm/vllm-openai:v0.6.0"}]},
         }
     )
-    api.set_status("Pod", "llm-0", {"phase": "Running"}, namespace="serving")
+    api.set_status("Pod", name, {"phase": "Running"}, namespace="serving")
+
+
+def aws_env(endpoint: str) -> dict[str, str]:
+    """The fetcher's environment for a moto server (credentials moto accepts)."""
+    return {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "MODELCACHE_RETRY_BASE": "10ms",
+    }
+
+
+def s3_client(endpoint: str) -> Any:
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+
+
+def run_pass(controller: Any, now: Any) -> None:
+    """One pass of the controller as the leader: the Lease taken or renewed first (its thread would)."""
+    controller.elector.try_acquire_or_renew()
+    controller.step(now)

@@ -19,6 +19,7 @@ from devtools.kubeapi import KubeApi, grants_of
 from devtools.webhook_process import RunningWebhook, run_webhook
 from modelcache.controller.__main__ import Controller
 from modelcache.controller.config import ControllerSettings
+from tests.helpers import run_pass
 from tests.manifests.rendering import render
 from webhook.review import decode_patch
 
@@ -126,7 +127,7 @@ def test_before_the_controller_reports_annotated_pods_are_denied_and_opted_out_p
 
 def test_existing_volumes_deny_until_the_pvc_exists_then_mount_it(api: KubeApi, webhook: RunningWebhook) -> None:
     loop = controller(api, volume_mode="existing", claim_name="models-cache")
-    loop.step(datetime.now(UTC))
+    run_pass(loop, datetime.now(UTC))
     denial = review_until(webhook, POD, "team-a", denied_with("no PersistentVolumeClaim"))
     assert "Create a ReadWriteMany PVC named models-cache in team-a" in denial["status"]["message"]
     api.create(
@@ -139,7 +140,7 @@ def test_existing_volumes_deny_until_the_pvc_exists_then_mount_it(api: KubeApi, 
     )
     api.set_status("PersistentVolumeClaim", "models-cache", {"phase": "Bound"}, namespace="team-a", volumeName="pv-1")
     loop.wake.set()  # what the controller's PVC watch does on that change
-    loop.step(datetime.now(UTC))
+    run_pass(loop, datetime.now(UTC))
     answer = review_until(webhook, POD, "team-a", allowed)
     assert claim_of(answer) == "models-cache"  # the claim name comes from the controller's status
 
@@ -148,11 +149,13 @@ def test_provision_admits_the_first_pod_of_a_namespace_and_refuses_a_storage_cla
     api: KubeApi, webhook: RunningWebhook
 ) -> None:
     api.create(storage_class("gp3", "ebs.csi.aws.com"))
-    controller(api, volume_mode="provision", storage_class="gp3").step(datetime.now(UTC))
+    first = controller(api, volume_mode="provision", storage_class="gp3")
+    run_pass(first, datetime.now(UTC))
     answer = review_until(webhook, POD, "team-a", denied_with("cannot provide ReadWriteMany"))
     assert "ebs.csi.aws.com" in answer["status"]["message"]
     api.create(storage_class("nfs-client", "cluster.local/nfs-subdir-external-provisioner"))
-    controller(api, volume_mode="provision", storage_class="nfs-client").step(datetime.now(UTC))
+    first.elector.release()  # the operator fixed the setting: a controller with the new one takes over
+    run_pass(controller(api, volume_mode="provision", storage_class="nfs-client"), datetime.now(UTC))
     answer = review_until(webhook, POD, "team-new", allowed)
     assert claim_of(answer) == "modelcache"
 

@@ -44,3 +44,25 @@ def test_every_chart_value_is_in_the_configuration_reference() -> None:
         if not any(form in documented for form in named):
             missing.append(path)
     assert missing == []
+
+
+def test_the_fetchers_documented_exit_codes_are_exactly_those_it_can_end_with() -> None:
+    import ast
+    import re
+
+    from modelcache.contract.errors import FetchError
+
+    table = (ROOT / "docs" / "fetcher.md").read_text().split("## Exit codes and messages", 1)[1]
+    documented = {int(code): reason for code, reason in re.findall(r"^\|\s*(\d+)\s*\|\s*`?(\w*)`?\s*\|", table, re.M)}
+    kinds, pending = {}, list(FetchError.__subclasses__())
+    while pending:
+        cls = pending.pop()
+        kinds[cls.exit_code] = cls
+        pending += cls.__subclasses__()
+    made = set()  # the error classes the code constructs somewhere (raised, or returned to be raised)
+    for path in [*ROOT.glob("fetcher/**/*.py"), *ROOT.glob("modelcache/**/*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+                made.add(node.func.id)
+    assert {code: cls.reason for code, cls in kinds.items()} | {0: "", 1: "Failed"} == documented
+    assert [cls.__name__ for cls in kinds.values() if cls.__name__ not in made] == []

@@ -67,3 +67,50 @@ def test_the_fetcher_accepts_every_environment_the_webhook_injects(
         [sys.executable, "-m", "fetcher"], env=env, capture_output=True, text=True, timeout=120, check=False
     )
     assert result.returncode == 8, (cache.parent / "termination-log").read_text()
+
+
+HOLD_LOCK = """
+import sys, time
+from pathlib import Path
+from modelcache.cache.layout import CacheLayout
+from modelcache.cache.locking import LockSettings, ModelLock
+from modelcache.cache.owners import Identity, Progress
+layout = CacheLayout(Path(sys.argv[1]))
+layout.ensure()
+lock = ModelLock(layout, sys.argv[2], settings=LockSettings(),
+                 identity=Identity.here(pod="llm-9", namespace="serving", node="node-b"))
+lock.acquire()
+lock.start_heartbeat(Progress(), attempt="")
+print("locked", flush=True)
+time.sleep(600)
+"""
+
+
+def test_the_lock_patience_set_on_the_webhook_reaches_the_fetcher_and_its_advice_names_it(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    settings = Settings(hf_endpoint=CLOSED, fetcher_lock_timeout=2.0, fetcher_takeover_after=0.0)
+    env = injected_env("hf://org/model@v1", settings, cache)
+    assert (env["MODELCACHE_LOCK_TIMEOUT"], env["MODELCACHE_TAKEOVER_AFTER"]) == ("2s", "0s")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(cache), env["MODELCACHE_MODEL_KEY"]], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "locked"
+        result = subprocess.run(
+            [sys.executable, "-m", "fetcher"],
+            env={**env, "PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "MODELCACHE_LOCK_POLL": "100ms"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.returncode == 7
+    message = (cache.parent / "termination-log").read_text()
+    assert "held by pod serving/llm-9 on node node-b" in message
+    assert "MODELCACHE_FETCHER_LOCK_TIMEOUT (now 2s)" in message
+    assert "MODELCACHE_FETCHER_TAKEOVER_AFTER" in message

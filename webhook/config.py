@@ -49,6 +49,10 @@ class Settings:
     scratch_size_limit: str = "1Gi"
     # The UID the fetcher runs as when the pod itself runs as root (runAsNonRoot would refuse it).
     fetcher_uid: int = 65532
+    # How long a fetcher waits for another pod's download of the same model before its init container
+    # gives up (and restarts), and after how long without a heartbeat it takes a holder's lock over (0: never).
+    fetcher_lock_timeout: float = 3600.0
+    fetcher_takeover_after: float = 600.0
     # Passed to the fetcher: a Hub mirror (HF_ENDPOINT) and an S3-compatible endpoint (AWS_ENDPOINT_URL).
     hf_endpoint: str = ""
     s3_endpoint: str = ""
@@ -165,6 +169,8 @@ _READERS: dict[str, Callable[[str], object]] = {
     "pod_local_size_limit": _quantity("memory"),
     "scratch_size_limit": _quantity("memory"),
     "fetcher_uid": _uid,
+    "fetcher_lock_timeout": read_seconds(minimum=1.0),
+    "fetcher_takeover_after": read_seconds(),
     "hf_endpoint": read_url,
     "s3_endpoint": read_url,
     "allow_http": read_boolean,

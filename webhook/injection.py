@@ -368,8 +368,11 @@ def _fetcher_container(
         {"name": w.MODEL_PATH_ENV, "value": w.model_path(request.mount_path, request.key)},
         {"name": w.PIN_PATH_ENV, "value": w.PIN_PATH},
         {"name": w.SHARED_CACHE_ENV, "value": "true" if shared else "false"},
+        {"name": w.LOCK_TIMEOUT_ENV, "value": f"{settings.fetcher_lock_timeout:g}s"},
+        {"name": w.TAKEOVER_AFTER_ENV, "value": f"{settings.fetcher_takeover_after:g}s"},
         {"name": w.POD_NAME_ENV, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": w.POD_NAMESPACE_ENV, "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        {"name": w.POD_UID_ENV, "valueFrom": {"fieldRef": {"fieldPath": "metadata.uid"}}},
         {"name": w.NODE_NAME_ENV, "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
     ]
     if request.include:

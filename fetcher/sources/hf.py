@@ -96,7 +96,13 @@ class HubAdapter:
 
     def open(self, file: RemoteFile, offset: int) -> tuple[int, Iterator[bytes]]:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        return self.http.get(file.locator, headers=headers, offset=offset, what=f"{self.source.repo_id}/{file.path}")
+        denied = (
+            f"check the token in {self.secret_hint}, key HF_TOKEN"
+            if self.token
+            else (f"put a Hub token in {self.secret_hint}, key HF_TOKEN")
+        )
+        what = f"{self.source.repo_id}/{file.path} from {self.endpoint}"
+        return self.http.get(file.locator, headers=headers, offset=offset, what=what, denied=denied)
 
     def close(self) -> None:
         self.http.close()

@@ -13,14 +13,19 @@ from modelcache.contract.wire import HTTP_AUTHORIZATION_ENV
 
 
 class HttpAdapter:
-    def __init__(self, source: HttpSource, *, environ: Mapping[str, str], http: HttpClient) -> None:
+    def __init__(self, source: HttpSource, *, environ: Mapping[str, str], http: HttpClient, secret_hint: str) -> None:
         self.source = source
         self.http = http
         authorization = environ.get(HTTP_AUTHORIZATION_ENV, "")
         self.headers = {"Authorization": authorization} if authorization else {}
+        self.denied = (
+            f"the Authorization header value under key {HTTP_AUTHORIZATION_ENV} in {secret_hint} was refused; check it"
+            if authorization
+            else f"put an Authorization header value under key {HTTP_AUTHORIZATION_ENV} in {secret_hint}"
+        )
 
     def resolve(self) -> Plan:
-        head = self.http.head(self.source.url, headers=self.headers, what=self.source.url)
+        head = self.http.head(self.source.url, headers=self.headers, what=self.source.url, denied=self.denied)
         length = head.headers.get("Content-Length")
         if length is None or not length.isdigit():
             raise TransferError(
@@ -34,14 +39,16 @@ class HttpAdapter:
             path=self.source.file_name,
             size=int(length),
             sha256=self.source.sha256,
-            locator=head.url,
+            locator=self.source.url,  # redirects are followed again each time, from the source's own origin
             etag=etag if etag and not etag.startswith("W/") else None,
         )
         return Plan(version=version, files=(file,))
 
     def open(self, file: RemoteFile, offset: int) -> tuple[int, Iterator[bytes]]:
         # If-Range: resume only if the file is still the one we started; else the server sends it whole.
-        return self.http.get(file.locator, headers=self.headers, offset=offset, what=file.locator, if_range=file.etag)
+        return self.http.get(
+            file.locator, headers=self.headers, offset=offset, what=file.locator, if_range=file.etag, denied=self.denied
+        )
 
     def close(self) -> None:
         self.http.close()

@@ -5,6 +5,8 @@ chain (static keys from the Secret first, then IRSA web identity, then instance 
 ranged GETs with IfMatch=<ETag>, so an object replaced mid-download fails instead of mixing versions,
 and a partial file resumes after a crash. Checksums are turned down to "when required", which
 S3-compatible servers accept; a FULL_OBJECT sha256 checksum, where the object has one, is verified.
+botocore makes one attempt per call: fetcher.retrying is the one retry policy, so a failing object costs
+MODELCACHE_RETRIES requests, not that times botocore's own attempts.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ class S3Adapter:
         self.secret_hint = secret_hint
         custom_endpoint = bool(environ.get("AWS_ENDPOINT_URL_S3") or environ.get("AWS_ENDPOINT_URL"))
         config = Config(
-            retries={"mode": "standard", "max_attempts": 5},
+            retries={"mode": "standard", "total_max_attempts": 1},
             max_pool_connections=max(workers * 2, 10),
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
@@ -63,6 +65,7 @@ class S3Adapter:
             response_checksum_validation="when_required",
         )
         self.client: Any = boto3.session.Session().client("s3", config=config)
+        self.endpoint = str(self.client.meta.endpoint_url)
 
     def resolve(self) -> Plan:
         prefix = self.source.prefix + "/" if self.source.prefix else ""
@@ -71,7 +74,7 @@ class S3Adapter:
             for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.source.bucket, Prefix=prefix):
                 objects.extend(page.get("Contents", []))
         except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as err:
-            raise _final(self._translate(err, f"listing {self.source.uri}")) from err
+            raise self._translate(err, f"listing {self.source.uri} at {self.endpoint}") from err
         wanted = []
         for obj in objects:
             key = obj["Key"]
@@ -102,7 +105,9 @@ class S3Adapter:
         try:
             response = self.client.get_object(**args)
         except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as err:
-            raise self._translate(err, f"downloading s3://{self.source.bucket}/{file.locator}") from err
+            raise self._translate(
+                err, f"downloading s3://{self.source.bucket}/{file.locator} from {self.endpoint}"
+            ) from err
         start = offset if "ContentRange" in response else 0
         return start, self._chunks(response["Body"], file)
 
@@ -122,7 +127,8 @@ class S3Adapter:
         try:
             head = self.client.head_object(Bucket=self.source.bucket, Key=key, ChecksumMode="ENABLED")
         except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as err:
-            raise _final(self._translate(err, f"reading the metadata of s3://{self.source.bucket}/{key}")) from err
+            what = f"reading the metadata of s3://{self.source.bucket}/{key} at {self.endpoint}"
+            raise self._translate(err, what) from err
         value = head.get("ChecksumSHA256")
         if not value or head.get("ChecksumType", "FULL_OBJECT") != "FULL_OBJECT" or "-" in value:
             return None
@@ -152,10 +158,3 @@ class S3Adapter:
                 return RetryableError(f"{what}: {code or status}")
             return TransferError(f"{what}: {code or status}: {err}")
         return RetryableError(f"{what}: {type(err).__name__}: {err}")
-
-
-def _final(err: Exception) -> Exception:
-    """botocore has already retried (standard mode): outside a download, a transient error is final."""
-    if isinstance(err, RetryableError):
-        return TransferError(f"{err}; botocore retried it 5 times. Check that the S3 endpoint is reachable.")
-    return err

@@ -10,7 +10,7 @@ import time
 from types import FrameType
 
 from modelcache.agent.config import AgentSettings
-from modelcache.agent.loop import LEASE_DURATION, Agent
+from modelcache.agent.loop import Agent
 from modelcache.contract.quantities import format_duration
 from modelcache.runtime import httpd
 from modelcache.runtime.logs import configure_logging
@@ -30,7 +30,7 @@ def run(settings: AgentSettings) -> int:
         namespace=settings.namespace,
         name=settings.lease_name,
         identity=settings.identity,
-        duration=LEASE_DURATION,
+        timings=settings.lease_timings,
     )
     agent = Agent(settings, elector=elector, live_pods=lambda: live_pods_by_key(api, settings.pods_namespace))
 

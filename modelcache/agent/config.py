@@ -23,6 +23,7 @@ from modelcache.runtime.settings import (
     read_port,
     read_text,
 )
+from modelcache.runtime.timings import LeaseTimings
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -33,6 +34,12 @@ class AgentSettings:
     namespace: str = "modelcache-system"  # its own namespace: where its Lease lives
     identity: str = ""  # its name in the Lease (the pod name); the host name when empty
     lease_name: str = "modelcache-cache-agent"
+    # client-go's leader election durations: a candidate takes over a Lease whose record has not changed
+    # for lease_duration of its own time; the leader stops acting after lease_renew_deadline without a
+    # successful renewal; both try every lease_retry_period.
+    lease_duration: timedelta = timedelta(seconds=15)
+    lease_renew_deadline: timedelta = timedelta(seconds=10)
+    lease_retry_period: timedelta = timedelta(seconds=2)
     check_unused_cached_models_every: timedelta = timedelta(days=1)
     purge_unused_cached_models_after: timedelta = timedelta(weeks=1)
     purge_min_free: str = ""  # watermark: "50Gi", "10%"; "" for none
@@ -51,13 +58,18 @@ class AgentSettings:
         settings = load_settings(cls, _READERS, environ, what="cache agent")
         return settings if settings.identity else replace(settings, identity=os.uname().nodename)
 
+    @property
+    def lease_timings(self) -> LeaseTimings:
+        return LeaseTimings.of(self.lease_duration, self.lease_renew_deadline, self.lease_retry_period)
+
     def problems(self) -> list[str]:
         """Cross-field checks (load_settings runs them)."""
+        problems = self.lease_timings.problems()
         if not self.cache_root:
-            return [f"{CACHE_ROOT_ENV} is required: the mount path of the cache PVC"]
-        if not Path(self.cache_root).is_dir():
-            return [f"{CACHE_ROOT_ENV}={self.cache_root!r} is not a directory: mount the cache PVC there"]
-        return []
+            problems.append(f"{CACHE_ROOT_ENV} is required: the mount path of the cache PVC")
+        elif not Path(self.cache_root).is_dir():
+            problems.append(f"{CACHE_ROOT_ENV}={self.cache_root!r} is not a directory: mount the cache PVC there")
+        return problems
 
 
 def _watermark(value: str) -> str:
@@ -70,6 +82,9 @@ _READERS: dict[str, Callable[[str], object]] = {
     "namespace": read_name(DNS_LABEL, "a namespace name", limit=63),
     "identity": read_text,
     "lease_name": read_name(DNS_SUBDOMAIN, "a Lease name", limit=253),
+    "lease_duration": read_duration(minimum=1.0),
+    "lease_renew_deadline": read_duration(minimum=0.5),
+    "lease_retry_period": read_duration(minimum=0.1),
     "check_unused_cached_models_every": read_duration(),
     "purge_unused_cached_models_after": read_duration(),
     "purge_min_free": _watermark,

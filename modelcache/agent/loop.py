@@ -23,26 +23,27 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from modelcache.agent.config import AgentSettings
 from modelcache.agent.metrics import REASONS, AgentMetrics, Snapshot
+from modelcache.cache.collection import Ages
 from modelcache.cache.files import list_names, write_atomically
 from modelcache.cache.inventory import free_space, list_models
 from modelcache.cache.layout import CacheLayout
 from modelcache.cache.outcomes import COUNTED_SUFFIX, claim_outcome, read_outcomes
 from modelcache.cache.owners import Identity
-from modelcache.cache.purge import PurgePolicy, read_watermark, run_purge
+from modelcache.cache.purge import PurgePolicy, PurgeReport, Round, read_watermark, run_purge
+from modelcache.contract.pods import PodRef
 from modelcache.contract.quantities import format_bytes, format_duration
 
 if TYPE_CHECKING:
     from modelcache.runtime.leader import LeaderElector  # the kubernetes client: imported only to run
 
 log = logging.getLogger("modelcache.agent")
-LEASE_DURATION = timedelta(seconds=15)
-RENEW_EVERY = 5.0  # seconds; a third of the Lease
+TURN = 1.0  # seconds between two looks at what is due (a scan, a purge round)
+RETRY_FAILED_ROUND = 60.0  # seconds before a round that could not ask the API is tried again
 SCHEDULE_FILE = "purge-schedule.json"  # under .modelcache/: when the last purge round ran
 
 
@@ -54,7 +55,7 @@ class Agent:
         settings: AgentSettings,
         *,
         elector: LeaderElector,
-        live_pods: Callable[[], Mapping[str, Sequence[str]]],
+        live_pods: Callable[[], Mapping[str, Sequence[PodRef]]],
     ) -> None:
         self.settings, self.elector, self.live_pods = settings, elector, live_pods
         self.layout = CacheLayout(Path(settings.cache_root).absolute())
@@ -65,44 +66,53 @@ class Agent:
         self.stop = threading.Event()
         self._worker: threading.Thread | None = None
         self._next_scan = 0.0  # monotonic
+        self._retry_round_at = 0.0  # monotonic: after a round that could not run
 
     def run(self) -> None:
+        """Until told to stop: the Lease is renewed on its own thread; the work runs when due."""
+        from modelcache.runtime.leader import LeaderLoop
+
+        lease = LeaderLoop(self.elector).start()
         while not self.stop.is_set():
             self.step()
-            self.stop.wait(RENEW_EVERY)
+            self.stop.wait(TURN)
         if self._worker is not None:
             self._worker.join()
-        self.elector.release()
+        lease.stop()
 
     def step(self) -> None:
+        """One look: lead or stand by; start the work when a scan or a purge round is due."""
         self.alive_at = time.monotonic()
-        self.leading = bool(self.elector.try_lead(datetime.now(UTC)))
+        self.leading = self.elector.is_leader
         self.metrics.leader.set(int(self.leading))
         if not self.leading:
             self.metrics.cache.snapshot = None  # the active replica reports the cache
             return
         if self._worker is not None and self._worker.is_alive():
             return
-        if time.monotonic() >= self._next_scan:
-            self._next_scan = time.monotonic() + self.settings.scan_every.total_seconds()
+        if time.monotonic() >= self._next_scan or self.purge_due(time.time()):
             self._worker = threading.Thread(target=self.work, name="cache-work", daemon=True)
             self._worker.start()
 
     def keep_going(self) -> bool:
-        return self.leading and not self.stop.is_set()
+        return self.elector.is_leader and not self.stop.is_set()
 
     def work(self) -> None:
         """One turn of the active replica's work: a purge round when due, then the metrics."""
         try:
-            if self.purge_due(time.time()):
-                self.purge_round()
+            if self.purge_due(time.time()) and self.purge_round() is None:
+                self._retry_round_at = time.monotonic() + RETRY_FAILED_ROUND
             self.count_outcomes()
             self.scan()
         except Exception:  # a thread must not die silently; the next turn tries again
             log.exception("cache work failed")
+        self._next_scan = time.monotonic() + self.settings.scan_every.total_seconds()
 
     # --- the purge ----------------------------------------------------------------------------------
     def purge_due(self, now: float) -> bool:
+        """Due every check_unused_cached_models_every (the last round's time is kept on the volume)."""
+        if time.monotonic() < self._retry_round_at or not self.layout.state.is_dir():
+            return False
         last = self._last_round()
         return last is None or now - last >= self.settings.check_unused_cached_models_every.total_seconds()
 
@@ -112,28 +122,26 @@ class Agent:
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
-    def purge_round(self) -> dict[str, Any] | None:
+    def purge_round(self) -> PurgeReport | None:
         """One round; the report, or None when it could not run (logged, and retried at the next turn)."""
         settings = self.settings
         if not self.layout.state.is_dir():
             log.debug("purge: no model was ever fetched to %s; nothing to do", self.layout.root)
             return None
         _, total = free_space(self.layout)
-        policy = PurgePolicy(
-            unused_for=settings.purge_unused_cached_models_after.total_seconds(),
-            min_free_bytes=read_watermark(settings.purge_min_free, capacity=total),
+        round_ = Round(
+            policy=PurgePolicy(
+                unused_for=settings.purge_unused_cached_models_after.total_seconds(),
+                min_free_bytes=read_watermark(settings.purge_min_free, capacity=total),
+            ),
+            ages=Ages(staging=settings.staging_after.total_seconds(), outcomes=settings.outcomes_after.total_seconds()),
+            live_pods=self.live_pods,
+            identity=self.identity,
+            dry_run=settings.purge_dry_run,
+            keep_going=self.keep_going,
         )
         try:
-            report = run_purge(
-                self.layout,
-                policy=policy,
-                staging_after=settings.staging_after.total_seconds(),
-                outcomes_after=settings.outcomes_after.total_seconds(),
-                dry_run=settings.purge_dry_run,
-                live_pods=self.live_pods,
-                identity=self.identity,
-                keep_going=self.keep_going,
-            )
+            report = run_purge(self.layout, round_)
         except Exception as err:  # noqa: BLE001 (the API is down, live pods unknown: nothing may go; retry later)
             self.metrics.purge_rounds.labels("failed").inc()
             log.error("purge round failed, nothing removed: %s: %s", type(err).__name__, str(err)[:500])
@@ -141,31 +149,28 @@ class Agent:
         self._account(report)
         return report
 
-    def _account(self, report: dict[str, Any]) -> None:
-        stopped = report["stopped"]
-        for item in report["models"]:
-            if item["remove"] and not report["dry_run"]:
-                why = "watermark" if item["reason"].startswith("free space") else "unused"
-                self.metrics.purged_models.labels(why).inc()
-            elif item.get("kept_at_removal"):
+    def _account(self, report: PurgeReport) -> None:
+        for item in report.items:
+            if item.removed:
+                self.metrics.purged_models.labels(item.decision.cause.value).inc()
+            elif item.kept_at_removal:
                 self.metrics.purge_kept.inc()
-        if not report["dry_run"]:
-            self.metrics.purged_bytes.inc(report["freed_bytes"])
-        self.metrics.purge_rounds.labels("stopped" if stopped else "ok").inc()
-        verb = "would free" if report["dry_run"] else "freed"
-        removed = sum(1 for item in report["models"] if item["remove"])
+        if not report.dry_run:
+            self.metrics.purged_bytes.inc(report.freed_bytes)
+        self.metrics.purge_rounds.labels("stopped" if report.stopped else "ok").inc()
+        chosen = sum(1 for item in report.items if item.decision.remove and (report.dry_run or item.removed))
         log.info(
             "purge round %s: %d of %d model(s) %s, %d leftover(s); %s %s; next in %s",
-            "stopped" if stopped else "done",
-            removed,
-            len(report["models"]),
-            "to remove" if report["dry_run"] else "removed",
-            len(report["leftovers"]),
-            verb,
-            format_bytes(report["freed_bytes"]),
+            "stopped" if report.stopped else "done",
+            chosen,
+            len(report.items),
+            "to remove" if report.dry_run else "removed",
+            len(report.leftovers),
+            "would free" if report.dry_run else "freed",
+            format_bytes(report.freed_bytes),
             format_duration(self.settings.check_unused_cached_models_every.total_seconds()),
         )
-        if not stopped:
+        if not report.stopped:
             self._record_round()
             self.metrics.purge_last_success.set(time.time())
 

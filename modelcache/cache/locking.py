@@ -267,9 +267,11 @@ class ModelLock:
     def _timeout_message(self, owner: OwnerRecord | None, waited: float) -> str:
         return (
             f"gave up after waiting {waited:.0f} s for the lock of model {self.key}, held by {describe_holder(owner)}. "
-            "The pod will retry. If the holder is gone for good, raise MODELCACHE_LOCK_TIMEOUT or lower "
-            "MODELCACHE_TAKEOVER_AFTER, or delete its owner record and lock file under .modelcache/ on the "
-            "cache volume (see docs/fetcher.md, 'A lock held by a dead node')."
+            "The pod will retry. A download that takes longer needs more patience: raise the webhook setting "
+            f"MODELCACHE_FETCHER_LOCK_TIMEOUT (now {self.settings.timeout:g}s). If the holder is gone for good, lower "
+            f"MODELCACHE_FETCHER_TAKEOVER_AFTER (now {self.settings.takeover_after:g}s; 0 never takes over), or delete "
+            "its owner record and lock file under .modelcache/ on the cache volume (docs/fetcher.md, 'A lock held by "
+            "a dead node')."
         )
 
 

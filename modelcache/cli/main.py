@@ -3,7 +3,8 @@
 Runs wherever the cache volume is mounted (a debug pod, the cache agent, a CronJob, a node) with
 ``--cache DIR`` or MODELCACHE_CACHE_ROOT. Commands that need the cluster (live pods, Jobs) use the
 pod's service account or the current kubeconfig context. Exit codes: 0 done, 1 something was found
-wrong or refused (the output says what), 2 bad usage; a failed prefetch exits with the fetcher's code.
+wrong or refused (the output says what), 2 bad usage, 3 the cluster could not be asked (no access, or
+the API is down: nothing was removed); a failed prefetch exits with the fetcher's code.
 """
 
 from __future__ import annotations
@@ -21,16 +22,19 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TextIO
 
+from modelcache.cache.collection import Ages
 from modelcache.cache.inventory import CacheEntry, Damage, free_space, list_models, model_keys, verify_model
 from modelcache.cache.layout import CacheLayout
 from modelcache.cache.markers import read_marker
 from modelcache.cache.owners import Identity
-from modelcache.cache.purge import PurgePolicy, read_watermark, run_purge
-from modelcache.cache.removal import RemovalRefusedError, busy_repositories, discard_damaged, remove_model
+from modelcache.cache.pins import live_use, pods_of
+from modelcache.cache.purge import PurgePolicy, Round, read_watermark, run_purge
+from modelcache.cache.removal import RemovalCheck, RemovalRefusedError, discard_damaged, remove_model
 from modelcache.cli.progress import Meter
 from modelcache.contract.annotation import parse_include
 from modelcache.contract.errors import ContractError, FetchError
 from modelcache.contract.keys import check_model_key, model_key
+from modelcache.contract.pods import PodRef
 from modelcache.contract.quantities import format_bytes, format_duration
 from modelcache.contract.sources import parse_source
 from modelcache.contract.wire import (
@@ -46,12 +50,20 @@ from modelcache.runtime.settings import SettingsError, read_seconds
 log = logging.getLogger("modelcache")
 DEFAULT_UNUSED_FOR = "1w"  # MLIS's purgeUnusedCacheEntrysAfter default
 DEFAULT_STAGING_AFTER = "1d"
-DEFAULT_OUTCOMES_AFTER = "1w"
+DEFAULT_OUTCOMES_AFTER = 7 * 86400.0
 _PODS_NAMESPACE_HELP = "ask only this namespace for live pods: for a cache volume no other namespace mounts"
 
 
 class UsageError(Exception):
     """Bad arguments: exit 2 with the message."""
+
+
+class ClusterError(Exception):
+    """The Kubernetes API could not be asked (no access, or it is down): exit 3; nothing was changed."""
+
+
+EXIT_USAGE = 2
+EXIT_CLUSTER = 3
 
 
 def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:
@@ -63,7 +75,10 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
         code: int = args.run(args, out)
     except UsageError as err:
         sys.stderr.write(f"modelcache {args.command}: {err}\n")
-        return 2
+        return EXIT_USAGE
+    except ClusterError as err:
+        sys.stderr.write(f"modelcache {args.command}: {err}\n")
+        return EXIT_CLUSTER
     except FetchError as err:
         sys.stderr.write(f"modelcache {args.command}: {err.reason}: {err}\n")
         return err.exit_code
@@ -97,7 +112,7 @@ def cmd_ls(args: argparse.Namespace, out: TextIO) -> int:
             model.version[:12] or "-",
         ]
         if pods is not None:
-            row.append(", ".join(pods.get(model.key, [])) or "-")
+            row.append(", ".join(pods_of(pods, model.key)) or "-")
         rows.append([*row, model.key])
     _table(rows, out)
     free, total = free_space(layout)
@@ -120,10 +135,10 @@ def _state_text(model: CacheEntry, now: float) -> str:
     return model.state
 
 
-def _model_json(model: CacheEntry, pods: dict[str, list[str]] | None) -> dict[str, Any]:
+def _model_json(model: CacheEntry, pods: dict[str, list[PodRef]] | None) -> dict[str, Any]:
     data = asdict(model)
     if pods is not None:
-        data["pods"] = pods.get(model.key, [])
+        data["pods"] = pods_of(pods, model.key)
     return data
 
 
@@ -185,7 +200,11 @@ def cmd_prefetch(args: argparse.Namespace, out: TextIO) -> int:
             source, namespace=args.namespace, image=args.image, include=include, secret=args.secret, refresh=refresh
         )
         if args.apply:
-            out.write(create_job(_api(), job) + "\n")
+            try:
+                created = create_job(_api(), job)
+            except Exception as err:  # the client raises config, HTTP and API errors of several kinds
+                raise ClusterError(f"cannot create the Job ({type(err).__name__}: {str(err)[:300]})") from err
+            out.write(created + "\n")
         else:
             json.dump(job, out, indent=2)
             out.write("\n")
@@ -211,43 +230,46 @@ def _fetch(layout: CacheLayout, uri: str, include: tuple[str, ...], *, refresh: 
 # --- purge / rm ---------------------------------------------------------------------------------------
 def cmd_purge(args: argparse.Namespace, out: TextIO) -> int:
     layout = _layout(args)
-    pods_now: Callable[[], dict[str, list[str]]] = (lambda: {}) if args.no_pod_check else (lambda: _live_pods(args))
+    pods_now: Callable[[], dict[str, list[PodRef]]] = (lambda: {}) if args.no_pod_check else (lambda: _live_pods(args))
     _, total = free_space(layout)
     try:
         min_free = read_watermark(args.min_free or "", capacity=total)
     except ValueError as err:
         raise UsageError(f"--min-free {args.min_free!r}: {err}") from err
-    result = run_purge(
+    report = run_purge(
         layout,
-        policy=PurgePolicy(unused_for=_duration(args.unused_for, "--unused-for"), min_free_bytes=min_free),
-        staging_after=_duration(args.staging_after, "--staging-after"),
-        outcomes_after=_duration(DEFAULT_OUTCOMES_AFTER, "outcomes"),
-        dry_run=args.dry_run,
-        live_pods=pods_now,
-        identity=_identity("purge"),
+        Round(
+            policy=PurgePolicy(unused_for=_duration(args.unused_for, "--unused-for"), min_free_bytes=min_free),
+            ages=Ages(staging=_duration(args.staging_after, "--staging-after"), outcomes=DEFAULT_OUTCOMES_AFTER),
+            live_pods=pods_now,
+            identity=_identity("purge"),
+            dry_run=args.dry_run,
+        ),
     )
     if args.json:
-        json.dump(result, out, indent=1)
+        json.dump(report.to_json(), out, indent=1)
         out.write("\n")
         return 0
     verb = "would remove" if args.dry_run else "removed"
-    for item in result["models"]:
-        action = verb if item["remove"] else "keep"
-        if item.get("refused"):
-            action = "kept"
-        out.write(f"{action:12} {item['source'] or item['key']}: {item['reason']}{item.get('refused') or ''}\n")
-    for item in result["leftovers"]:
-        out.write(f"{verb:12} {item['path']}: {item['reason']} ({format_bytes(item['bytes'])})\n")
-    out.write(f"{'would free' if args.dry_run else 'freed'} {format_bytes(result['freed_bytes'])}\n")
+    for item in report.items:
+        decision = item.decision
+        action = verb if decision.remove and (args.dry_run or item.removed) else ("kept" if item.refused else "keep")
+        refused = f"; {item.refused}" if item.refused else ""
+        out.write(f"{action:12} {decision.model.source or decision.key}: {decision.reason}{refused}\n")
+    for leftover in report.leftovers:
+        out.write(f"{verb:12} {leftover.path}: {leftover.reason} ({format_bytes(leftover.bytes)})\n")
+    for note in report.deferred:
+        out.write(f"{'deferred':12} {note}\n")
+    out.write(f"{'would free' if args.dry_run else 'freed'} {format_bytes(report.freed_bytes)}\n")
     return 0
 
 
 def cmd_rm(args: argparse.Namespace, out: TextIO) -> int:
     layout = _layout(args)
     key = _key(layout, args.model, args.include)
-    in_use: dict[str, list[str]] = {} if args.no_pod_check else _live_pods(args)
+    in_use: dict[str, list[PodRef]] = {} if args.no_pod_check else _live_pods(args)
     if not args.no_pod_check:
-        pods = in_use.get(key)
+        pods = pods_of(in_use, key)
         if pods and not args.force:
             out.write(f"refused: {key} is in use by {', '.join(pods)}; delete those pods first, or --force\n")
             return 1
@@ -255,18 +277,19 @@ def cmd_rm(args: argparse.Namespace, out: TextIO) -> int:
     def recheck() -> str | None:
         if args.no_pod_check or args.force:
             return None
-        pods = _live_pods(args).get(key)
+        pods = pods_of(_live_pods(args), key)
         return f"a pod started using it meanwhile ({', '.join(pods)})" if pods else None
 
+    others = {k: v for k, v in in_use.items() if k != key}
     try:
         removed = remove_model(
             layout,
             key,
             reason="removed by modelcache rm",
             identity=_identity("rm"),
-            recheck=recheck,
+            use=live_use(layout, others),
+            check=RemovalCheck(recheck=recheck),
             force=args.force,
-            busy_repos=busy_repositories(layout, set(in_use) - {key}),
         )
     except RemovalRefusedError as err:
         out.write(f"refused: {err}\n")
@@ -322,16 +345,17 @@ def _key(layout: CacheLayout, value: str, include: Sequence[str]) -> str:
     )
 
 
-def _live_pods(args: argparse.Namespace) -> dict[str, list[str]]:
+def _live_pods(args: argparse.Namespace) -> dict[str, list[PodRef]]:
     from modelcache.runtime.kube import live_pods_by_key
 
     try:
         return live_pods_by_key(_api(), getattr(args, "pods_namespace", None) or "")
-    except Exception as err:
-        raise UsageError(
+    except Exception as err:  # the client raises config, HTTP and API errors of several kinds
+        raise ClusterError(
             f"cannot list pods through the Kubernetes API ({type(err).__name__}: {str(err)[:300]}); a model may be "
-            "removed only when no live pod uses it. Fix the access (in a pod: its service account needs "
-            "pods list across namespaces), or pass --no-pod-check if no pod can use this cache"
+            "removed only when no live pod uses it, so nothing was removed. Fix the access (in a pod: its "
+            "service account needs pods list across namespaces) or retry when the API answers, or pass "
+            "--no-pod-check if no pod can use this cache"
         ) from err
 
 

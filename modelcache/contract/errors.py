@@ -89,10 +89,3 @@ class TransferError(FetchError):
 
     exit_code = 8
     reason = "TransferFailed"
-
-
-class UnsupportedError(FetchError):
-    """The source needs something this fetcher cannot do (for example Xet-only storage)."""
-
-    exit_code = 9
-    reason = "Unsupported"

@@ -29,19 +29,23 @@ from modelcache.controller.config import ControllerSettings
 from modelcache.controller.volumes import plan_volumes
 from modelcache.runtime import httpd
 from modelcache.runtime.kube import api_message, connect
-from modelcache.runtime.leader import LeaderElector
+from modelcache.runtime.leader import LeaderElector, LeaderLoop
 from modelcache.runtime.logs import configure_logging
 from modelcache.runtime.settings import SettingsError
 
 log = logging.getLogger("controller")
-LEASE_DURATION = timedelta(seconds=15)
-RENEW_EVERY = 5.0  # seconds; a third of the lease
+RETRY_AFTER_ERROR = 5.0  # seconds before a failed pass is tried again
+PASS_EVERY = 5.0  # seconds between passes when nothing wakes the loop
 HEALTH_PORT = 8081
 _API_ERRORS = (ApiException, HTTPError, OSError)
 
 
 class Controller:
-    """The reconcile loop; `step` is one pass, `run` repeats it until told to stop."""
+    """The reconcile loop; `step` is one pass (when leading), `run` repeats it until told to stop.
+
+    The Lease is renewed on a thread of its own (LeaderLoop); a pass acts only while the elector says
+    we lead, and stops between two actions when that changes.
+    """
 
     def __init__(self, api: client.ApiClient, settings: ControllerSettings) -> None:
         self.api, self.settings = api, settings
@@ -50,23 +54,24 @@ class Controller:
             namespace=settings.namespace,
             name=settings.lease_name,
             identity=settings.identity,
-            duration=LEASE_DURATION,
+            timings=settings.lease_timings,
         )
         self.wake = threading.Event()
         self.alive_at = time.monotonic()
         self._next_volumes = self._next_certificates = datetime.min.replace(tzinfo=UTC)
 
     def run(self, stop: threading.Event) -> None:
+        lease = LeaderLoop(self.elector, on_change=lambda _: self.wake.set()).start()
         for watcher in kube.watch_changes(self.api, self.settings, timeout_seconds=300):
             threading.Thread(target=self._wake_on, args=(watcher, stop), name=watcher.__name__, daemon=True).start()
         while not stop.is_set():
             self.step(datetime.now(UTC))
-            self.wake.wait(timeout=RENEW_EVERY)
-        self.elector.release()
+            self.wake.wait(timeout=PASS_EVERY)
+        lease.stop()
 
     def step(self, now: datetime) -> None:
         self.alive_at = time.monotonic()
-        if not self.elector.try_lead(now):
+        if not self.elector.is_leader:
             return
         if self.settings.manage_certificates and now >= self._next_certificates:
             self._next_certificates = now + self.settings.certificate_check_every
@@ -89,13 +94,16 @@ class Controller:
             try:
                 self.reconcile_volumes(now)
             except _API_ERRORS as err:
-                log.error("volumes: %s; retrying in %d s", err, RENEW_EVERY)
-                self._next_volumes = now + timedelta(seconds=RENEW_EVERY)
+                log.error("volumes: %s; retrying in %d s", err, RETRY_AFTER_ERROR)
+                self._next_volumes = now + timedelta(seconds=RETRY_AFTER_ERROR)
 
     def reconcile_volumes(self, now: datetime) -> None:
         plan = plan_volumes(kube.observe_volumes(self.api, self.settings), self.settings, now=now)
         failed: dict[str, NamespaceVolume] = {}
         for action in plan.actions:
+            if not self.elector.is_leader:
+                log.warning("volumes: the lease was lost; the rest of this pass is left to the next leader")
+                return
             try:
                 kube.apply_action(self.api, action)
             except ApiException as err:  # e.g. a ResourceQuota in that namespace: report it there, go on
@@ -120,7 +128,7 @@ class Controller:
                     self.wake.set()
             except _API_ERRORS as err:
                 log.warning("watch %s: %s; restarting it", watcher.__name__, err)
-                stop.wait(timeout=RENEW_EVERY)
+                stop.wait(timeout=RETRY_AFTER_ERROR)
 
 
 def _health(controller: Controller) -> httpd.Route:

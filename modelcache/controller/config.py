@@ -24,6 +24,7 @@ from modelcache.runtime.settings import (
     read_quantity,
     read_text,
 )
+from modelcache.runtime.timings import LeaseTimings
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -33,6 +34,12 @@ class ControllerSettings:
     namespace: str = "modelcache-system"
     identity: str = ""  # this replica's name in the Lease (the pod name); the host name when empty
     lease_name: str = "modelcache-controller"
+    # client-go's leader election durations: a candidate takes over a Lease whose record has not changed
+    # for lease_duration of its own time; the leader stops acting after lease_renew_deadline without a
+    # successful renewal; both try every lease_retry_period.
+    lease_duration: timedelta = timedelta(seconds=15)
+    lease_renew_deadline: timedelta = timedelta(seconds=10)
+    lease_retry_period: timedelta = timedelta(seconds=2)
     # Cache volumes per namespace (docs/install.md).
     volume_mode: VolumeMode = "existing"
     claim_name: str = "modelcache"
@@ -57,9 +64,13 @@ class ControllerSettings:
         settings = load_settings(cls, _READERS, environ, what="controller")
         return settings if settings.identity else replace(settings, identity=socket.gethostname())
 
+    @property
+    def lease_timings(self) -> LeaseTimings:
+        return LeaseTimings.of(self.lease_duration, self.lease_renew_deadline, self.lease_retry_period)
+
     def problems(self) -> list[str]:
         """Cross-field checks."""
-        problems = []
+        problems = self.lease_timings.problems()
         if self.volume_mode == "provision" and not self.storage_class:
             problems.append(
                 "MODELCACHE_VOLUME_MODE=provision needs MODELCACHE_STORAGE_CLASS: the ReadWriteMany StorageClass "
@@ -77,6 +88,9 @@ _READERS: dict[str, Callable[[str], object]] = {
     "namespace": read_name(DNS_LABEL, "a namespace name", limit=63),
     "identity": read_text,
     "lease_name": read_name(DNS_SUBDOMAIN, "a Lease name", limit=253),
+    "lease_duration": read_duration(minimum=1.0),
+    "lease_renew_deadline": read_duration(minimum=0.5),
+    "lease_retry_period": read_duration(minimum=0.1),
     "volume_mode": read_choice(*VOLUME_MODES),
     # A PV copy is named after the claim and the namespace, so the claim name leaves room for both.
     "claim_name": read_name(DNS_LABEL, "a PersistentVolumeClaim name", limit=63),

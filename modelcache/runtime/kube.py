@@ -15,6 +15,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from modelcache.contract import JsonObject
+from modelcache.contract.pods import PodRef
 from modelcache.contract.wire import MODEL_KEY_LABEL
 
 LIVE_PODS = "status.phase!=Succeeded,status.phase!=Failed"
@@ -37,10 +38,10 @@ def as_json(response: Any) -> JsonObject:
     return document
 
 
-def read_object(call: Any, *args: Any) -> JsonObject | None:
-    """GET one object; None when it does not exist."""
+def read_object(call: Any, *args: Any, **options: Any) -> JsonObject | None:
+    """GET one object; None when it does not exist. `options`: the client's (``_request_timeout``)."""
     try:
-        return as_json(call(*args, _preload_content=False))
+        return as_json(call(*args, **{**options, "_preload_content": False}))
     except ApiException as err:
         if err.status == 404:
             return None
@@ -60,8 +61,8 @@ def utc_timestamp(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def live_pods_by_key(api: client.ApiClient, namespace: str = "") -> dict[str, list[str]]:
-    """Model key -> namespace/name of every pod not yet finished that the webhook gave that model.
+def live_pods_by_key(api: client.ApiClient, namespace: str = "") -> dict[str, list[PodRef]]:
+    """Model key -> every pod not yet finished that the webhook gave that model.
 
     Pending pods count: their fetcher may be about to find the model ready. `namespace` limits the
     question to one namespace, for a cache volume that only its namespace mounts (provision mode).
@@ -74,10 +75,13 @@ def live_pods_by_key(api: client.ApiClient, namespace: str = "") -> dict[str, li
         response = core.list_namespaced_pod(namespace, **selectors)
     else:
         response = core.list_pod_for_all_namespaces(**selectors)
-    pods: dict[str, list[str]] = {}
+    pods: dict[str, list[PodRef]] = {}
     for pod in as_json(response).get("items", []):
         metadata = pod.get("metadata", {})
-        key = metadata.get("labels", {}).get(MODEL_KEY_LABEL)
+        key = (metadata.get("labels") or {}).get(MODEL_KEY_LABEL)
         if key:
-            pods.setdefault(key, []).append(f"{metadata.get('namespace')}/{metadata.get('name')}")
+            ref = PodRef(
+                str(metadata.get("namespace", "")), str(metadata.get("name", "")), str(metadata.get("uid", ""))
+            )
+            pods.setdefault(key, []).append(ref)
     return pods

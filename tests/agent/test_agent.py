@@ -143,7 +143,7 @@ def test_the_agent_purges_only_what_no_live_pod_uses_and_exports_the_cache(
     )
     lease = api.get("Lease", "modelcache-cache-agent", NS)
     assert lease is not None
-    assert lease["spec"]["holderIdentity"] == "agent-0"
+    assert lease["spec"]["holderIdentity"].startswith("agent-0_")
     log = agent.log.read_text()
     assert f'"model_key": "{JSON_ONLY}"' in log  # the removal's line names its model
     assert "unused for 1w" in log
@@ -166,10 +166,24 @@ def test_the_agent_purges_only_what_no_live_pod_uses_and_exports_the_cache(
     assert agent.stop() == 0
     released = api.get("Lease", "modelcache-cache-agent", NS)
     assert released is not None
-    assert released["spec"].get("holderIdentity") in (None, "agent-1")
+    assert released["spec"].get("holderIdentity") is None or released["spec"]["holderIdentity"].startswith("agent-1_")
     samples = standby.wait_for("the takeover", lambda s: value(s, "modelcache_cache_models", state="ready") == 1)
     assert value(samples, "modelcache_agent_leader") == 1
     assert value(samples, "modelcache_purge_rounds_total", result="ok") == 0  # the last round was just now
+
+
+def test_an_eviction_below_the_watermark_is_counted_by_its_cause(
+    hub: HubServer, cache: Path, tmp_path: Path, kube: tuple[KubeApi, Path], agents: list[Agent]
+) -> None:
+    _, kubeconfig = kube
+    populate(hub, cache)  # used just now: well within the TTL
+    agent = Agent(cache, kubeconfig, "agent-0", tmp_path, MODELCACHE_PURGE_MIN_FREE="100%")  # never enough free
+    agents.append(agent)
+    samples = agent.wait_for(
+        "a watermark eviction", lambda s: value(s, "modelcache_purged_models_total", reason="watermark") == 1
+    )
+    assert value(samples, "modelcache_purged_models_total", reason="unused") == 0
+    assert check_ready(CacheLayout(cache), TINY) is None
 
 
 def test_without_the_pod_list_a_purge_round_removes_nothing(

@@ -64,7 +64,7 @@ def test_a_waiter_says_who_holds_the_lock_and_gives_up_at_the_timeout(
     with caplog.at_level(logging.INFO, logger="modelcache.cache.locking"), pytest.raises(LockTimeoutError) as caught:
         lock.acquire()
     assert "held by pod serving/holder on node node-h" in str(caught.value)
-    assert "MODELCACHE_LOCK_TIMEOUT" in str(caught.value)
+    assert "MODELCACHE_FETCHER_LOCK_TIMEOUT" in str(caught.value)
     assert any("400 B of 1000 B (40 %)" in r.getMessage() for r in caplog.records)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from modelcache.cache.inventory import CacheEntry, Download
-from modelcache.cache.purge import PurgePolicy, plan_purge
+from modelcache.cache.purge import Cause, PurgePolicy, plan_purge
 from modelcache.contract.quantities import format_duration
 
 NOW = 10_000_000.0
@@ -23,44 +23,50 @@ HOLDER = Download("serving/llm-0 on node-a (pid 7)", "abc.123", 10, 100, NOW)
 
 
 @pytest.mark.parametrize(
-    ("entry", "pods", "remove", "reason"),
+    ("entry", "pods", "cause", "reason"),
     [
-        (model("old", idle_days=8), [], True, "unused for 1w 1d (purge after 1w)"),
-        (model("fresh", idle_days=2), [], False, "used 2d ago (purge after 1w)"),
-        (model("edge", idle_days=7), [], True, "unused for 1w (purge after 1w)"),
-        (model("old-in-use", idle_days=30), ["serving/llm-0"], False, "in use by 1 live pod(s): serving/llm-0"),
+        (model("old", idle_days=8), [], Cause.UNUSED, "unused for 1w 1d (purge after 1w)"),
+        (model("fresh", idle_days=2), [], Cause.RECENT, "used 2d ago (purge after 1w)"),
+        (model("edge", idle_days=7), [], Cause.UNUSED, "unused for 1w (purge after 1w)"),
+        (model("old-in-use", idle_days=30), ["serving/llm-0"], Cause.IN_USE, "in use by 1 live pod(s): serving/llm-0"),
         (
             model("old-locked", idle_days=30, locked=True, download=HOLDER),
             [],
-            False,
+            Cause.LOCKED,
             "locked by serving/llm-0 on node-a (pid 7): a download or removal is under way",
         ),
         (
             model("downloading", idle_days=None, state="downloading", locked=True, download=HOLDER),
             [],
-            False,
+            Cause.LOCKED,
             "locked by serving/llm-0 on node-a (pid 7)",
         ),
-        (model("interrupted", idle_days=30, state="interrupted"), [], False, "not ready: its leftovers are cleaned"),
-        (model("corrupt", idle_days=9, state="corrupt"), [], True, "corrupt and unused for 1w 2d"),
-        (model("never-used", idle_days=None, published_at=NOW - 10 * DAY), [], True, "unused for 1w 3d"),
-        (model("never-used-new", idle_days=None, published_at=NOW - DAY), [], False, "used 1d ago"),
+        (
+            model("interrupted", idle_days=30, state="interrupted"),
+            [],
+            Cause.NOT_READY,
+            "not ready: its leftovers are cleaned",
+        ),
+        (model("corrupt", idle_days=9, state="corrupt"), [], Cause.UNUSED, "corrupt and unused for 1w 2d"),
+        (model("never-used", idle_days=None, published_at=NOW - 10 * DAY), [], Cause.UNUSED, "unused for 1w 3d"),
+        (model("never-used-new", idle_days=None, published_at=NOW - DAY), [], Cause.RECENT, "used 1d ago"),
         (
             model("many-pods", idle_days=30),
             ["a/p1", "a/p2", "b/p3", "b/p4"],
-            False,
+            Cause.IN_USE,
             "in use by 4 live pod(s): a/p1, a/p2, b/p3 and 1 more",
         ),
     ],
     ids=lambda value: value.key if isinstance(value, CacheEntry) else None,
 )
 def test_a_model_is_purged_only_when_unused_past_the_ttl_and_not_in_use_or_locked(
-    entry: CacheEntry, pods: list[str], remove: bool, reason: str
+    entry: CacheEntry, pods: list[str], cause: Cause, reason: str
 ) -> None:
     [decision] = plan_purge(
         [entry], in_use={entry.key: pods}, now=NOW, policy=PurgePolicy(unused_for=WEEK), free_bytes=100 * GIB
     )
-    assert decision.remove is remove
+    assert decision.cause is cause  # a typed field: nothing downstream reads the reason text
+    assert decision.remove is (cause in (Cause.UNUSED, Cause.WATERMARK))
     assert decision.reason.startswith(reason)
 
 
@@ -82,6 +88,14 @@ def test_the_watermark_evicts_least_recently_used_unused_models_until_enough_is_
     removed = {d.key: d.reason for d in decisions if d.remove}
     # 5 free + 1 (expired) + 3 (oldest) + 2 (next oldest) = 11 >= 10: the newest and the one in use stay.
     assert set(removed) == {"e-expired", "b-oldest", "c-middle"}
+    causes = {d.key: d.cause for d in decisions}
+    assert causes == {
+        "a-newest": Cause.RECENT,
+        "b-oldest": Cause.WATERMARK,
+        "c-middle": Cause.WATERMARK,
+        "d-in-use-oldest": Cause.IN_USE,
+        "e-expired": Cause.UNUSED,
+    }
     assert removed["b-oldest"].startswith("free space 5.0 GiB is below the watermark 10.0 GiB; least recently used")
     assert removed["e-expired"].startswith("unused for")
 

@@ -11,10 +11,12 @@ import pytest
 
 from devtools.fetcher_env import fetcher_environment, start_fetcher
 from devtools.hubserver import HubServer
+from modelcache.cache.collection import Ages, Collected, collect, plan_collection
 from modelcache.cache.layout import CacheLayout
 from modelcache.cache.markers import check_ready
 from modelcache.cache.owners import Identity
-from modelcache.cache.removal import RemovalRefusedError, collect_garbage, remove_model
+from modelcache.cache.pins import LiveUse
+from modelcache.cache.removal import RemovalCheck, RemovalRefusedError, remove_model
 from modelcache.cache.usage import usage_stamp
 from modelcache.contract import keys, sources
 from tests.helpers import age_use, populate
@@ -22,6 +24,7 @@ from tests.helpers import age_use, populate
 TINY = keys.model_key(sources.parse_source("hf://tiny/model"))
 JSON_ONLY = keys.model_key(sources.parse_source("hf://tiny/model"), ("*.json",))
 ME = Identity.here(pod="modelcache-purge", namespace="modelcache-system", node="node-p")
+NOBODY = LiveUse()  # no live pod
 
 
 def test_a_pod_that_starts_during_a_removal_keeps_the_model(hub: HubServer, cache: Path, tmp_path: Path) -> None:
@@ -44,7 +47,7 @@ def test_a_pod_that_starts_during_a_removal_keeps_the_model(hub: HubServer, cach
         return None  # the API has not seen the pod yet: only its use on the volume tells
 
     with pytest.raises(RemovalRefusedError, match="used while being removed"):
-        remove_model(layout, TINY, reason="test", identity=ME, recheck=recheck)
+        remove_model(layout, TINY, reason="test", identity=ME, use=NOBODY, check=RemovalCheck(recheck=recheck))
     assert check_ready(layout, TINY) is not None  # the marker is back, nothing was deleted
     assert started[0].wait(60) == 0, (tmp_path / "late.log").read_text()
     assert (
@@ -62,7 +65,8 @@ def test_a_pod_seen_by_the_last_api_check_keeps_the_model(hub: HubServer, cache:
             TINY,
             reason="test",
             identity=ME,
-            recheck=lambda: "a pod started using it meanwhile (serving/llm-3)",
+            use=NOBODY,
+            check=RemovalCheck(recheck=lambda: "a pod started using it meanwhile (serving/llm-3)"),
         )
     assert check_ready(layout, TINY) is not None
 
@@ -75,14 +79,16 @@ def test_an_api_failure_during_the_last_check_keeps_the_model_ready(hub: HubServ
         raise ConnectionRefusedError("connection refused")
 
     with pytest.raises(RemovalRefusedError, match=r"could not re-check the live pods \(ConnectionRefusedError"):
-        remove_model(layout, TINY, reason="test", identity=ME, recheck=api_down)
+        remove_model(layout, TINY, reason="test", identity=ME, use=NOBODY, check=RemovalCheck(recheck=api_down))
     assert check_ready(layout, TINY) is not None  # the marker moved aside is back
 
 
 def test_a_model_used_after_it_was_chosen_is_kept(hub: HubServer, cache: Path) -> None:
     populate(hub, cache)  # used just now
     with pytest.raises(RemovalRefusedError, match="was used 0 s ago, after it was chosen"):
-        remove_model(CacheLayout(cache), TINY, reason="test", identity=ME, idle_for=3600)
+        remove_model(
+            CacheLayout(cache), TINY, reason="test", identity=ME, use=NOBODY, check=RemovalCheck(idle_for=3600)
+        )
 
 
 HOLD_GUARD = """
@@ -105,26 +111,33 @@ def test_shared_blobs_wait_while_a_download_of_the_same_repository_runs(hub: Hub
     try:
         assert downloading.stdout is not None
         assert downloading.stdout.readline().strip() == "shared"
-        removed = remove_model(layout, TINY, reason="test", identity=ME)
+        removed = remove_model(layout, TINY, reason="test", identity=ME, use=NOBODY)
         assert check_ready(layout, TINY) is None  # no longer ready: no new pod will use it
         assert removed.deferred
-        assert "stay until the next purge" in removed.deferred[0]
+        assert "stay until the next round" in removed.deferred[0]
         assert any((repo / "blobs").iterdir())  # the other download may count on these
-        assert collect_garbage(layout, identity=ME, staging_after=60, outcomes_after=60) == []
+        assert collect_now(layout).removed == []
         assert repo.exists()
     finally:
         downloading.kill()
         downloading.wait()
-    leftovers = collect_garbage(layout, identity=ME, staging_after=60, outcomes_after=86400)
-    assert [item.path for item in leftovers] == ["hub/models--tiny--model"]
+    collected = collect_now(layout)
+    assert [item.path for item in collected.removed] == ["hub/models--tiny--model"]
     assert not repo.exists()
+
+
+def collect_now(layout: CacheLayout) -> Collected:
+    ages = Ages(staging=60, outcomes=86400)
+    now = time.time()
+    plan = plan_collection(layout, use=NOBODY, ages=ages, now=now)
+    return collect(layout, plan, use=NOBODY, ages=ages, now=now, identity=ME)
 
 
 def test_removing_one_key_of_a_repository_keeps_what_another_key_needs(hub: HubServer, cache: Path) -> None:
     populate(hub, cache)
     populate(hub, cache, include=("*.json",))
     layout = CacheLayout(cache)
-    removed = remove_model(layout, TINY, reason="test", identity=ME)
+    removed = remove_model(layout, TINY, reason="test", identity=ME, use=NOBODY)
     assert removed.freed > 30000  # the weights went
     assert check_ready(layout, JSON_ONLY) is not None
     snapshot = next((cache / "hub" / "models--tiny--model" / "snapshots").iterdir())
@@ -144,22 +157,20 @@ def test_removing_one_key_of_a_repository_keeps_what_another_key_needs(hub: HubS
 
 def test_a_purge_round_told_to_stop_removes_nothing_more(hub: HubServer, cache: Path) -> None:
     """The agent stops a round between two removals when it loses its Lease or is told to stop."""
-    from modelcache.cache.purge import PurgePolicy, run_purge
+    from modelcache.cache.purge import PurgePolicy, Round, run_purge
 
     populate(hub, cache)
     age_use(cache, TINY, days=30)
-    report = run_purge(
-        CacheLayout(cache),
+    told_to_stop = Round(
         policy=PurgePolicy(unused_for=86400),
-        staging_after=86400,
-        outcomes_after=86400,
-        dry_run=False,
+        ages=Ages(staging=86400, outcomes=86400),
         live_pods=dict,
         identity=ME,
         keep_going=lambda: False,
     )
-    assert report["stopped"] is True
-    [item] = report["models"]
-    assert (item["remove"], item["refused"]) == (False, "; not removed: this purge round was stopped")
-    assert report["leftovers"] == []
+    report = run_purge(CacheLayout(cache), told_to_stop)
+    assert report.stopped is True
+    [item] = report.items
+    assert (item.removed, item.refused) == (False, "not removed: this purge round was stopped")
+    assert report.leftovers == []
     assert check_ready(CacheLayout(cache), TINY) is not None

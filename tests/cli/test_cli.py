@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -230,16 +231,24 @@ def test_the_snapshot_a_running_pod_started_with_outlives_a_refresh_until_the_po
         assert (cache / old.path / "model.safetensors").stat().st_size > 0
         api.set_status("Pod", "llm-0", {"phase": "Succeeded"}, namespace="serving")
         purge = modelcache(cache, "purge", env={"KUBECONFIG": kubeconfig})
-        assert "removed      hub/models--tiny--model: files no ready model refers to" in purge.stdout
+        assert f"removed      {old.path}: snapshot no ready marker and no live pod refers to" in purge.stdout
     assert not (cache / old.path).exists()
     assert ls_json(cache)[TINY]["state"] == "ready"  # the refreshed model stays
 
 
-def test_purge_refuses_to_guess_when_it_cannot_ask_the_cluster(hub: HubServer, cache: Path) -> None:
+@pytest.mark.parametrize(
+    "command", [("purge",), ("rm", "hf://tiny/model"), ("ls", "--pods")], ids=lambda c: " ".join(c)
+)
+def test_an_api_outage_is_its_own_exit_code_and_removes_nothing(
+    hub: HubServer, cache: Path, tmp_path: Path, command: tuple[str, ...]
+) -> None:
     populate(hub, cache)
     age_use(cache, TINY, 30)
-    result = modelcache(cache, "purge")
-    assert result.returncode == 2
+    with socket.socket() as closed:  # a port nothing listens on: the apiserver is down
+        closed.bind(("127.0.0.1", 0))
+        kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", f"https://127.0.0.1:{closed.getsockname()[1]}", "x")
+    result = modelcache(cache, *command, env={"KUBECONFIG": str(kubeconfig)})
+    assert result.returncode == 3, result.stderr  # not 2: the command was right, the cluster did not answer
     assert "cannot list pods through the Kubernetes API" in result.stderr
     assert "--no-pod-check" in result.stderr
     assert ls_json(cache)[TINY]["state"] == "ready"

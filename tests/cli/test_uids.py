@@ -19,9 +19,10 @@ from devtools.run_as import PRELOAD
 from modelcache.cache.layout import CacheLayout
 from modelcache.cache.markers import check_ready
 from modelcache.contract import keys, sources
-from tests.fetcher.test_s3_and_https import aws_env, bucket, moto
+from tests.fetcher.test_s3 import bucket
+from tests.helpers import aws_env
 
-__all__ = ["bucket", "moto"]
+__all__ = ["bucket"]
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="switching UIDs needs root")
 ROOT = Path(__file__).resolve().parent.parent.parent
 SOURCE = "s3://models/llama/v1"

@@ -30,6 +30,7 @@ from modelcache.contract.volumes import STATUS_CONFIGMAP, STATUS_KEY, VolumeStat
 from modelcache.controller.__main__ import Controller
 from modelcache.controller.config import ControllerSettings
 from modelcache.controller.volumes import clone_volume_name
+from tests.helpers import run_pass
 from tests.manifests.rendering import render
 
 NS = "modelcache-system"
@@ -117,37 +118,48 @@ def test_only_the_lease_holder_acts_and_a_released_lease_passes_at_once(api: Kub
         api, "replica-b", volume_mode="provision", storage_class="nfs-client", manage_certificates=False
     )
     now = datetime.now(UTC)
-    first.step(now)
+    run_pass(first, now)
     writes = [r for r in api.requests if r[0] in ("POST", "PUT", "PATCH") and "leases" not in r[1]]
     assert writes  # the leader created the PVC and the status
-    second.step(now)
+    run_pass(second, now)
     assert [r for r in api.requests if r[0] in ("POST", "PUT", "PATCH") and "leases" not in r[1]] == writes
     assert (leads(first), leads(second)) == (True, False)
     lease = api.get("Lease", "modelcache-controller", NS)
     assert lease is not None
-    assert lease["spec"]["holderIdentity"] == "replica-a"
+    assert lease["spec"]["holderIdentity"] == first.elector.identity
+    assert first.elector.identity.startswith("replica-a_")
     first.elector.release()
-    second.step(now)
+    run_pass(second, now)
     assert leads(second)
 
 
-def test_an_expired_lease_is_taken_over_and_the_old_holder_stands_down(api: KubeApi) -> None:
+def test_a_lease_whose_record_stops_changing_is_taken_over_and_the_old_holder_stands_down(api: KubeApi) -> None:
+    """Time here is each replica's own monotonic clock; the holder's renewTime is never compared with it."""
     first = controller(api, "replica-a", manage_certificates=False)
     second = controller(api, "replica-b", manage_certificates=False)
-    start = datetime.now(UTC)
-    first.step(start)
-    second.step(start + timedelta(seconds=5))
-    assert not leads(second)  # still valid
-    second.step(start + timedelta(seconds=20))  # first stopped renewing: 15 s lease expired
-    assert leads(second)
-    first.step(start + timedelta(seconds=21))
+    clock = {"a": 0.0, "b": 0.0}
+    for name, replica in (("a", first), ("b", second)):
+        replica.elector._clock = lambda name=name: clock[name]  # type: ignore[misc]
+    assert first.elector.try_acquire_or_renew()
+    clock["b"] = 5.0
+    assert not second.elector.try_acquire_or_renew()  # second sees the record now: valid for 15 s of its time
+    clock["b"] = 19.0
+    assert not second.elector.try_acquire_or_renew()
+    clock["a"] = 11.0  # first could not renew for longer than its renew deadline: it stops acting
     assert not leads(first)
+    first.step(datetime.now(UTC))  # a pass of its loop while its renewals fail: it does nothing
+    assert [r for r in api.requests if r[0] in ("POST", "PUT", "PATCH") and "leases" not in r[1]] == []
+    clock["b"] = 20.5  # the record has not changed for a whole lease of second's time
+    assert second.elector.try_acquire_or_renew()
+    assert leads(second)
+    clock["a"] = 21.0
+    assert not first.elector.try_acquire_or_renew()  # the new holder's record is fresh to first
 
 
 def test_clone_mode_from_first_pod_to_a_ready_namespace(api: KubeApi) -> None:
     loop = controller(api, volume_mode="clone", storage_class="nfs-client", manage_certificates=False)
     model_pod(api, "team-a")
-    loop.step(datetime.now(UTC))
+    run_pass(loop, datetime.now(UTC))
     shared = api.get("PersistentVolumeClaim", "modelcache", NS)
     assert shared is not None
     assert shared["spec"]["storageClassName"] == "nfs-client"
@@ -169,7 +181,7 @@ def test_clone_mode_from_first_pod_to_a_ready_namespace(api: KubeApi) -> None:
     )
     bind(api, NS, "pvc-7f3a")
     loop.wake.set()
-    loop.step(datetime.now(UTC))
+    run_pass(loop, datetime.now(UTC))
     copy_name = clone_volume_name("modelcache", "team-a")
     copy = api.get("PersistentVolume", copy_name)
     claim = api.get("PersistentVolumeClaim", "modelcache", "team-a")
@@ -179,14 +191,14 @@ def test_clone_mode_from_first_pod_to_a_ready_namespace(api: KubeApi) -> None:
     assert claim["spec"]["volumeName"] == copy_name
     bind(api, "team-a", copy_name)
     loop.wake.set()
-    loop.step(datetime.now(UTC))
+    run_pass(loop, datetime.now(UTC))
     assert status(api).claim_for("team-a", now=datetime.now(UTC)) == "modelcache"
     # The namespace goes away: its PVC with it; the copy is Released and removed, the NFS files untouched.
     api.delete("PersistentVolumeClaim", "modelcache", "team-a")
     api.delete("Pod", "llm-0", "team-a")
     api.set_status("PersistentVolume", copy_name, {"phase": "Released"})
     loop.wake.set()
-    loop.step(datetime.now(UTC))
+    run_pass(loop, datetime.now(UTC))
     assert api.get("PersistentVolume", copy_name) is None
     assert api.get("PersistentVolume", "pvc-7f3a") is not None
 
@@ -239,7 +251,7 @@ def trusted(serving: x509.Certificate, bundle: list[x509.Certificate]) -> bool:
 def test_certificates_are_issued_published_and_rotated_with_an_overlap(api: KubeApi) -> None:
     loop = controller(api)
     start = datetime.now(UTC)
-    loop.step(start)
+    run_pass(loop, start)
     serving, bundle = served_certificates(api)
     assert trusted(serving, bundle)
     assert "modelcache-webhook.modelcache-system.svc" in serving.extensions.get_extension_for_class(
@@ -258,23 +270,23 @@ def test_certificates_are_issued_published_and_rotated_with_an_overlap(api: Kube
 
     writes = secret_writes()
     loop._next_certificates = start
-    loop.step(start + timedelta(seconds=1))
+    run_pass(loop, start + timedelta(seconds=1))
     assert secret_writes() == writes  # nothing due: nothing written
     # Four years on the CA is due: a new CA joins the bundle, serving stays on the old one.
     later = start + timedelta(days=4 * 365)
     loop._next_certificates = later
-    loop.step(later)
+    run_pass(loop, later)
     serving_1, bundle_1 = served_certificates(api)
     assert len(bundle_1) == 2
     assert trusted(serving_1, bundle_1)
     assert serving_1 == serving
     # A restart right away must not move the serving certificate before the overlap has passed.
     loop._next_certificates = later
-    loop.step(later + timedelta(seconds=30))
+    run_pass(loop, later + timedelta(seconds=30))
     assert served_certificates(api)[0] == serving
     # After the overlap, serving moves to the new CA; both CAs stay published while the old one is valid.
     loop._next_certificates = later
-    loop.step(later + timedelta(minutes=10))
+    run_pass(loop, later + timedelta(minutes=10))
     serving_2, bundle_2 = served_certificates(api)
     assert serving_2 != serving
     assert trusted(serving_2, [bundle_2[0]])
@@ -284,7 +296,7 @@ def test_certificates_are_issued_published_and_rotated_with_an_overlap(api: Kube
 def test_the_status_document_is_what_the_webhook_reads(api: KubeApi) -> None:
     loop = controller(api, volume_mode="existing", manage_certificates=False)
     model_pod(api, "team-a")
-    loop.step(datetime.now(UTC))
+    run_pass(loop, datetime.now(UTC))
     document = json.loads(api.get("ConfigMap", STATUS_CONFIGMAP, NS)["data"][STATUS_KEY])  # type: ignore[index]
     assert document["mode"] == "existing"
     assert document["claim"] == "modelcache"
@@ -343,13 +355,13 @@ def test_the_real_webhook_serves_the_rotated_certificates_verified_by_the_publis
     with run_webhook(tmp_path, env=env, log_file=tmp_path / "webhook.log") as webhook:
         mount_tls_secret(api, webhook)  # what the kubelet does with the Secret volume
         wait_for("the stored certificate served", lambda: served_by_webhook(webhook, old_ca.cert_pem))
-        loop.step(now)  # step 1: a new CA joins the published bundle; serving stays
+        run_pass(loop, now)  # step 1: a new CA joins the published bundle; serving stays
         _, bundle = served_certificates(api)
         assert len(bundle) == 2
         published = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in bundle)
         assert served_by_webhook(webhook, published) == old_serving.certificate
         loop._next_certificates = now
-        loop.step(now + timedelta(minutes=10))  # step 2: serving moves to the new CA
+        run_pass(loop, now + timedelta(minutes=10))  # step 2: serving moves to the new CA
         new_serving, bundle = served_certificates(api)
         assert signed_by(new_serving, bundle[0])
         mount_tls_secret(api, webhook)
@@ -395,8 +407,9 @@ def test_a_namespace_whose_pvc_is_refused_reports_why_and_the_others_are_served(
     api.refuse_creates["PersistentVolumeClaim", "team-quota"] = quota
     model_pod(api, "team-quota")
     model_pod(api, "team-ok")
-    controller(api, volume_mode="provision", storage_class="nfs-client", manage_certificates=False).step(
-        datetime.now(UTC)
+    run_pass(
+        controller(api, volume_mode="provision", storage_class="nfs-client", manage_certificates=False),
+        datetime.now(UTC),
     )
     assert api.get("PersistentVolumeClaim", "modelcache", "team-ok") is not None
     entry = status(api).namespaces["team-quota"]

@@ -81,12 +81,26 @@ def test_the_chart_lints_cleanly_for_the_oldest_supported_kubernetes(values: dic
         ({"cacheAgent": {"minFree": "lots"}}, "'/cacheAgent/minFree'"),
         ({"cacheAgent": {"schedule": "daily"}}, "'/cacheAgent/schedule'"),
         ({"cacheAgent": {"namespaces": ["Team_B"]}}, "'/cacheAgent/namespaces/0'"),
+        ({"fetcher": {"lockTimeout": "3600"}}, "'/fetcher/lockTimeout'"),  # a bare number has no unit
+        ({"fetcher": {"takeoverAfter": "ten minutes"}}, "'/fetcher/takeoverAfter'"),
     ],
 )
 def test_bad_values_are_refused_naming_the_value_and_the_rule(values: dict[str, Any], message: str) -> None:
     with pytest.raises(helm_python.HelmValuesError) as caught:
         render_chart(values)
     assert message in str(caught.value)
+
+
+def test_the_fetchers_patience_reaches_the_webhook_settings_which_accept_it() -> None:
+    from webhook.config import Settings
+
+    values = {"fetcher": {"lockTimeout": "3h", "takeoverAfter": "0"}}
+    data = one(render_chart(values), "ConfigMap", "modelcache-webhook-settings")["data"]
+    assert (data["MODELCACHE_FETCHER_LOCK_TIMEOUT"], data["MODELCACHE_FETCHER_TAKEOVER_AFTER"]) == ("3h", "0")
+    settings = Settings.from_env({**data, "KUBERNETES_SERVICE_HOST": "10.96.0.1"})  # as in the pod
+    assert (settings.fetcher_lock_timeout, settings.fetcher_takeover_after) == (10800.0, 0.0)
+    defaults = one(render_chart({}), "ConfigMap", "modelcache-webhook-settings")["data"]
+    assert "MODELCACHE_FETCHER_LOCK_TIMEOUT" not in defaults  # the defaults are the webhook's own
 
 
 def test_mlis_values_keep_their_meaning() -> None:
