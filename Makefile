@@ -28,6 +28,7 @@ check: lint typecheck imports test
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/python -m devtools.function_lengths
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from certs.authority import create_ca, issue_serving_cert, service_dns_names, write_tls_dir
+from modelcache.runtime.logs import FORMATS, configure_logging
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     cluster.add_argument("--ca-secret", default="modelcache-ca", help="Secret holding the CA key")
     cluster.add_argument("--webhook-configuration", default="modelcache-webhook")
     cluster.add_argument("--every", type=float, default=0, help="repeat every N seconds (default: once)")
+    cluster.add_argument("--log-format", choices=FORMATS, default="text", help="text, or json lines")
     args = parser.parse_args(argv)
     if args.command == "cluster":
         return _cluster(args)
@@ -51,7 +53,7 @@ def _cluster(args: argparse.Namespace) -> int:
 
     from certs.cluster import reconcile_certificates  # the kubernetes client only for this mode
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    configure_logging(fmt=args.log_format)
     try:
         config.load_incluster_config()
     except config.ConfigException:

@@ -14,20 +14,18 @@ published bundle for ``min_overlap``, so a crash-looping controller cannot do bo
 from __future__ import annotations
 
 import base64
-import json
 import logging
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Any
 
 from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 
 from certs.authority import CLOCK_SKEW, KeyPair, service_dns_names
 from certs.rotation import CertState, rotate, signed_by
+from modelcache.contract import JsonObject
+from modelcache.runtime.kube import read_object
 
 log = logging.getLogger(__name__)
-JsonObject = dict[str, Any]
 MIN_OVERLAP = timedelta(minutes=5)
 
 
@@ -44,8 +42,8 @@ def reconcile_certificates(
 ) -> list[str]:
     """Bring the Secrets and the caBundle up to date; returns what changed (empty when nothing did)."""
     core = client.CoreV1Api(api)
-    stored_ca = _read(core.read_namespaced_secret, ca_secret, namespace)
-    stored_tls = _read(core.read_namespaced_secret, tls_secret, namespace)
+    stored_ca = read_object(core.read_namespaced_secret, ca_secret, namespace)
+    stored_tls = read_object(core.read_namespaced_secret, tls_secret, namespace)
     state = _state_of(stored_ca, stored_tls)
     wanted = rotate(state, dns_names=service_dns_names(service, namespace), now=now)
     if state is not None and _moves_too_soon(state, wanted, now=now, min_overlap=min_overlap):
@@ -93,7 +91,7 @@ def _moves_too_soon(state: CertState, wanted: CertState, *, now: datetime, min_o
 def _publish_bundle(api: client.ApiClient, name: str, bundle: bytes) -> bool:
     """Set clientConfig.caBundle of every webhook in the configuration; a JSON Patch guarded by test ops."""
     admission = client.AdmissionregistrationV1Api(api)
-    configuration = _read(admission.read_mutating_webhook_configuration, name)
+    configuration = read_object(admission.read_mutating_webhook_configuration, name)
     if configuration is None:
         raise LookupError(
             f"MutatingWebhookConfiguration {name!r} does not exist; install the manifests (docs/install.md) first"
@@ -132,13 +130,3 @@ def _write_secret(
 
 def _decoded(secret: JsonObject) -> dict[str, bytes]:
     return {key: base64.b64decode(value) for key, value in (secret.get("data") or {}).items()}
-
-
-def _read(call: Any, *args: Any) -> JsonObject | None:
-    try:
-        document: JsonObject = json.loads(call(*args, _preload_content=False).data)
-    except ApiException as err:
-        if err.status == 404:
-            return None
-        raise
-    return document

@@ -6,9 +6,9 @@ import copy
 import hashlib
 import json
 import uuid
-from typing import Any
 
-JsonObject = dict[str, Any]
+from modelcache.contract import JsonObject
+
 _WORKLOADS_WITH_TEMPLATES = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"}
 REPLICASET_CONTROLLER = "system:serviceaccount:kube-system:replicaset-controller"
 

@@ -64,9 +64,15 @@ class FaultProxy:
         async with self._session.request(
             request.method, self.upstream + request.path_qs, headers=headers, data=body or None, allow_redirects=False
         ) as upstream:
-            payload = await upstream.read()
             out = {k: v for k, v in upstream.headers.items() if k.lower() not in _HOP_BY_HOP}
-            return web.Response(status=upstream.status, headers=out, body=payload)
+            response = web.StreamResponse(status=upstream.status, headers=out)
+            if upstream.content_length is not None:
+                response.content_length = upstream.content_length
+            await response.prepare(request)
+            async for piece in upstream.content.iter_any():  # streamed: watches go through as they come
+                await response.write(piece)
+            await response.write_eof()
+            return response
 
     def count(self, method: str, suffix: str) -> int:
         return sum(n for (m, path), n in self.requests.items() if m == method and path.endswith(suffix))
@@ -79,7 +85,7 @@ class FaultProxy:
             self._session = aiohttp.ClientSession(auto_decompress=False)
             app = web.Application(client_max_size=1 << 30)
             app.router.add_route("*", "/{path:.*}", self.handle)
-            runner = web.AppRunner(app, access_log=None)
+            runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)  # open watches end at once
             await runner.setup()
             await web.TCPSite(runner, "127.0.0.1", 0).start()
             return runner

@@ -27,8 +27,8 @@ import kubernetes_validate
 from aiohttp import web
 
 from devtools.background import BackgroundLoop
+from modelcache.contract import JsonObject
 
-JsonObject = dict[str, Any]
 SCHEMA_VERSION = "1.30.0"
 
 

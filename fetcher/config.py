@@ -18,7 +18,7 @@ from modelcache.contract.errors import ConfigError, ContractError
 from modelcache.contract.keys import check_model_key, model_key
 from modelcache.contract.sources import Source, parse_source
 from modelcache.runtime.logs import FORMATS
-from modelcache.runtime.settings import EnvReader, read_boolean, read_choice, read_integer, read_seconds
+from modelcache.runtime.settings import EnvReader, Reader, read_boolean, read_choice, read_integer, read_seconds
 
 # Read by the source adapters themselves, from the environment they are given.
 _READ_BY_ADAPTERS = ("MODELCACHE_S3_ADDRESSING_STYLE", wire.HTTP_AUTHORIZATION_ENV)
@@ -75,15 +75,12 @@ class FetchSettings:
             pod_uid=env.get(wire.POD_UID_ENV, str, ""),
             node=env.get(wire.NODE_NAME_ENV, str, ""),
             workers=env.get("MODELCACHE_WORKERS", read_integer(minimum=1, maximum=64), default_workers()),
-            connect_timeout=env.get("MODELCACHE_CONNECT_TIMEOUT", read_seconds(minimum=0.1), 10.0),
-            read_timeout=env.get("MODELCACHE_READ_TIMEOUT", read_seconds(minimum=0.1), 60.0),
+            connect_timeout=_tune(env, "MODELCACHE_CONNECT_TIMEOUT"),
+            read_timeout=_tune(env, "MODELCACHE_READ_TIMEOUT"),
             termination_log=Path(env.get(wire.TERMINATION_LOG_ENV, str, wire.TERMINATION_LOG_PATH)),
             log_format=env.get("MODELCACHE_LOG_FORMAT", read_choice(*FORMATS), "text"),
             lock=_lock_settings(env),
-            retry=RetryPolicy(
-                attempts=env.get("MODELCACHE_RETRIES", read_integer(minimum=1, maximum=100), 8),
-                base=env.get("MODELCACHE_RETRY_BASE", read_seconds(), 0.5),
-            ),
+            retry=RetryPolicy(attempts=int(_tune(env, "MODELCACHE_RETRIES")), base=_tune(env, "MODELCACHE_RETRY_BASE")),
             secret_hint=_secret_hint(env.get(wire.SECRET_NAME_ENV, str, "")),
             ignored=tuple(env.unknown(extra_known=_READ_BY_ADAPTERS)),
         )
@@ -95,14 +92,34 @@ class FetchSettings:
         return settings
 
 
+# The fetcher's tuning, each with its reader and default (the webhook sets the lock's two from its settings).
+TUNABLES: dict[str, tuple[Reader[float], float]] = {
+    "MODELCACHE_CONNECT_TIMEOUT": (read_seconds(minimum=0.1), 10.0),
+    "MODELCACHE_READ_TIMEOUT": (read_seconds(minimum=0.1), 60.0),
+    "MODELCACHE_RETRIES": (Reader("integer", lambda v: float(read_integer(minimum=1, maximum=100)(v))), 8.0),
+    "MODELCACHE_RETRY_BASE": (read_seconds(), 0.5),
+    wire.LOCK_TIMEOUT_ENV: (read_seconds(minimum=0.001), 3600.0),
+    "MODELCACHE_LOCK_POLL": (read_seconds(minimum=0.01), 1.0),
+    "MODELCACHE_LOCK_LOG_EVERY": (read_seconds(minimum=0.01), 10.0),
+    "MODELCACHE_HEARTBEAT": (read_seconds(minimum=0.01), 5.0),
+    "MODELCACHE_STALE_AFTER": (read_seconds(minimum=0.001), 60.0),
+    wire.TAKEOVER_AFTER_ENV: (read_seconds(), 600.0),
+}
+
+
+def _tune(env: EnvReader, name: str) -> float:
+    reader, default = TUNABLES[name]
+    return env.get(name, reader, default)
+
+
 def _lock_settings(env: EnvReader) -> LockSettings:
     return LockSettings(
-        timeout=env.get(wire.LOCK_TIMEOUT_ENV, read_seconds(minimum=0.001), 3600.0),
-        poll=env.get("MODELCACHE_LOCK_POLL", read_seconds(minimum=0.01), 1.0),
-        log_every=env.get("MODELCACHE_LOCK_LOG_EVERY", read_seconds(minimum=0.01), 10.0),
-        heartbeat_every=env.get("MODELCACHE_HEARTBEAT", read_seconds(minimum=0.01), 5.0),
-        stale_after=env.get("MODELCACHE_STALE_AFTER", read_seconds(minimum=0.001), 60.0),
-        takeover_after=env.get(wire.TAKEOVER_AFTER_ENV, read_seconds(), 600.0),
+        timeout=_tune(env, wire.LOCK_TIMEOUT_ENV),
+        poll=_tune(env, "MODELCACHE_LOCK_POLL"),
+        log_every=_tune(env, "MODELCACHE_LOCK_LOG_EVERY"),
+        heartbeat_every=_tune(env, "MODELCACHE_HEARTBEAT"),
+        stale_after=_tune(env, "MODELCACHE_STALE_AFTER"),
+        takeover_after=_tune(env, wire.TAKEOVER_AFTER_ENV),
         enabled=env.get("MODELCACHE_LOCKING", read_boolean, True),
     )
 

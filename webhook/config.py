@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from modelcache.contract.annotation import parse_mount_path, parse_quantity
 from modelcache.contract.errors import ContractError
@@ -14,6 +14,7 @@ from modelcache.runtime.logs import FORMATS, LEVELS
 from modelcache.runtime.settings import (
     DNS_SUBDOMAIN,
     ENV_PREFIX,
+    Reader,
     load_settings,
     read_boolean,
     read_choice,
@@ -145,36 +146,36 @@ def _pvc_name(value: str) -> str:
     return value
 
 
-def _quantity(kind: Literal["cpu", "memory"]) -> Callable[[str], str]:
+def _quantity(kind: Literal["cpu", "memory"]) -> Reader[str]:
     def read(value: str) -> str:
         parse_quantity(value, annotation="value", kind=kind)
         return value
 
-    return read
+    return Reader("size" if kind == "memory" else "text", read)
 
 
 def _mount_path(value: str) -> str:
     return parse_mount_path(value, annotation=f"{ENV_PREFIX}MOUNT_PATH")
 
 
-_READERS: dict[str, Callable[[str], object]] = {
-    "fetcher_image": _image,
+_READERS: dict[str, Reader[Any]] = {
+    "fetcher_image": Reader("text", _image),
     "fetcher_image_pull_policy": read_choice("Always", "IfNotPresent", "Never"),
-    "pvc_name": _pvc_name,
-    "mount_path": _mount_path,
+    "pvc_name": Reader("name", _pvc_name),
+    "mount_path": Reader("text", _mount_path),
     "fetcher_cpu_request": _quantity("cpu"),
     "fetcher_cpu_limit": _quantity("cpu"),
     "fetcher_memory_request": _quantity("memory"),
     "fetcher_memory_limit": _quantity("memory"),
     "pod_local_size_limit": _quantity("memory"),
     "scratch_size_limit": _quantity("memory"),
-    "fetcher_uid": _uid,
+    "fetcher_uid": Reader("integer", _uid),
     "fetcher_lock_timeout": read_seconds(minimum=1.0),
     "fetcher_takeover_after": read_seconds(),
     "hf_endpoint": read_url,
     "s3_endpoint": read_url,
     "allow_http": read_boolean,
-    "volume_status": _object_reference,
+    "volume_status": Reader("name", _object_reference),
     "kube_api_url": read_url,
     "kube_token_file": read_text,
     "kube_ca_file": read_text,

@@ -361,39 +361,7 @@ def _app_env(request: ModelRequest) -> list[JsonObject]:
 def _fetcher_container(
     view: PodView, request: ModelRequest, *, targets: list[int], shared: bool, settings: Settings
 ) -> JsonObject:
-    env: list[JsonObject] = [
-        {"name": w.SOURCE_ENV, "value": request.source.uri},
-        {"name": w.MODEL_KEY_ENV, "value": request.key},
-        {"name": w.CACHE_ROOT_ENV, "value": request.mount_path},
-        {"name": w.MODEL_PATH_ENV, "value": w.model_path(request.mount_path, request.key)},
-        {"name": w.PIN_PATH_ENV, "value": w.PIN_PATH},
-        {"name": w.SHARED_CACHE_ENV, "value": "true" if shared else "false"},
-        {"name": w.LOCK_TIMEOUT_ENV, "value": f"{settings.fetcher_lock_timeout:g}s"},
-        {"name": w.TAKEOVER_AFTER_ENV, "value": f"{settings.fetcher_takeover_after:g}s"},
-        {"name": w.POD_NAME_ENV, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-        {"name": w.POD_NAMESPACE_ENV, "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
-        {"name": w.POD_UID_ENV, "valueFrom": {"fieldRef": {"fieldPath": "metadata.uid"}}},
-        {"name": w.NODE_NAME_ENV, "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
-    ]
-    if request.include:
-        env.append({"name": w.INCLUDE_ENV, "value": ",".join(request.include)})
-    if request.refresh:
-        env.append({"name": w.REFRESH_ENV, "value": "true"})
-    if settings.hf_endpoint and isinstance(request.source, sources.HubSource):
-        env.append({"name": "HF_ENDPOINT", "value": settings.hf_endpoint})
-    if isinstance(request.source, sources.HttpSource) and request.source.scheme == "http":
-        env.append({"name": w.ALLOW_HTTP_ENV, "value": "true"})  # the fetcher checks the source again
-    if settings.s3_endpoint and isinstance(request.source, sources.S3Source):
-        env.append({"name": "AWS_ENDPOINT_URL", "value": settings.s3_endpoint})
-    if request.secret:
-        env.append({"name": w.SECRET_NAME_ENV, "value": request.secret})
-        env += [
-            {
-                "name": key,
-                "valueFrom": {"secretKeyRef": {"name": request.secret, "key": key, "optional": True}},
-            }
-            for key in w.SECRET_KEYS_BY_SCHEME[request.source.scheme]
-        ]
+    env = _fetcher_env(request, shared=shared, settings=settings)
     mounts: list[JsonObject] = [
         {"name": w.CACHE_VOLUME_NAME, "mountPath": request.mount_path},
         {"name": w.SCRATCH_VOLUME_NAME, "mountPath": w.SCRATCH_MOUNT_PATH},
@@ -421,10 +389,45 @@ def _fetcher_container(
         "env": env,
         "resources": _resource_dict(request.resources),
         "securityContext": security,
-        "terminationMessagePath": "/dev/termination-log",
+        "terminationMessagePath": w.TERMINATION_LOG_PATH,
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": mounts,
     }
+
+
+def _fetcher_env(request: ModelRequest, *, shared: bool, settings: Settings) -> list[JsonObject]:
+    """What the fetcher reads (modelcache.contract.wire): the model, the volume, the pod, the source's access."""
+    env: list[JsonObject] = [
+        {"name": w.SOURCE_ENV, "value": request.source.uri},
+        {"name": w.MODEL_KEY_ENV, "value": request.key},
+        {"name": w.CACHE_ROOT_ENV, "value": request.mount_path},
+        {"name": w.MODEL_PATH_ENV, "value": w.model_path(request.mount_path, request.key)},
+        {"name": w.PIN_PATH_ENV, "value": w.PIN_PATH},
+        {"name": w.SHARED_CACHE_ENV, "value": "true" if shared else "false"},
+        {"name": w.LOCK_TIMEOUT_ENV, "value": f"{settings.fetcher_lock_timeout:g}s"},
+        {"name": w.TAKEOVER_AFTER_ENV, "value": f"{settings.fetcher_takeover_after:g}s"},
+        {"name": w.POD_NAME_ENV, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": w.POD_NAMESPACE_ENV, "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        {"name": w.POD_UID_ENV, "valueFrom": {"fieldRef": {"fieldPath": "metadata.uid"}}},
+        {"name": w.NODE_NAME_ENV, "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+    ]
+    if request.include:
+        env.append({"name": w.INCLUDE_ENV, "value": ",".join(request.include)})
+    if request.refresh:
+        env.append({"name": w.REFRESH_ENV, "value": "true"})
+    if settings.hf_endpoint and isinstance(request.source, sources.HubSource):
+        env.append({"name": w.HF_ENDPOINT_ENV, "value": settings.hf_endpoint})
+    if isinstance(request.source, sources.HttpSource) and request.source.scheme == "http":
+        env.append({"name": w.ALLOW_HTTP_ENV, "value": "true"})  # the fetcher checks the source again
+    if settings.s3_endpoint and isinstance(request.source, sources.S3Source):
+        env.append({"name": w.S3_ENDPOINT_ENV, "value": settings.s3_endpoint})
+    if request.secret:
+        env.append({"name": w.SECRET_NAME_ENV, "value": request.secret})
+        env += [
+            {"name": key, "valueFrom": {"secretKeyRef": {"name": request.secret, "key": key, "optional": True}}}
+            for key in w.SECRET_KEYS_BY_SCHEME[request.source.scheme]
+        ]
+    return env
 
 
 def _resource_dict(resources: tuple[tuple[str, str, str], ...]) -> JsonObject:

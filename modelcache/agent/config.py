@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from modelcache.cache.purge import read_watermark
 from modelcache.contract.wire import CACHE_ROOT_ENV
@@ -15,6 +15,7 @@ from modelcache.runtime.logs import FORMATS, LEVELS
 from modelcache.runtime.settings import (
     DNS_LABEL,
     DNS_SUBDOMAIN,
+    Reader,
     load_settings,
     read_boolean,
     read_choice,
@@ -77,7 +78,7 @@ def _watermark(value: str) -> str:
     return value
 
 
-_READERS: dict[str, Callable[[str], object]] = {
+_READERS: dict[str, Reader[Any]] = {
     "cache_root": read_text,
     "namespace": read_name(DNS_LABEL, "a namespace name", limit=63),
     "identity": read_text,
@@ -87,7 +88,7 @@ _READERS: dict[str, Callable[[str], object]] = {
     "lease_retry_period": read_duration(minimum=0.1),
     "check_unused_cached_models_every": read_duration(),
     "purge_unused_cached_models_after": read_duration(),
-    "purge_min_free": _watermark,
+    "purge_min_free": Reader("size", _watermark),
     "purge_dry_run": read_boolean,
     "staging_after": read_duration(),
     "outcomes_after": read_duration(),

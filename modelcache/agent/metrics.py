@@ -109,6 +109,7 @@ class AgentMetrics:
     purge_kept: Counter
     purge_last_success: Gauge
 
+    # long: one declaration per metric, read best as one table
     @classmethod
     def create(cls) -> AgentMetrics:
         registry = CollectorRegistry()

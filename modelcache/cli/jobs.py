@@ -28,7 +28,6 @@ def prefetch_job(
     this cluster, so the Job warms exactly the cache the serving pods will read. Its one container only
     prints MODEL_PATH: it runs after the fetcher, so it runs only when the model is ready.
     """
-    key = model_key(source, include)
     annotations = {MODEL_ANNOTATION: source.uri}
     if include:
         annotations[INCLUDE_ANNOTATION] = ",".join(include)
@@ -36,8 +35,28 @@ def prefetch_job(
         annotations[SECRET_ANNOTATION] = secret
     if refresh:
         annotations[REFRESH_ANNOTATION] = "true"
-    digest = hashlib.sha256(f"{key}:{refresh}".encode()).hexdigest()[:10]
+    what = "refresh" if refresh else "prefetch"
+    digest = hashlib.sha256(f"{model_key(source, include)}:{refresh}".encode()).hexdigest()[:10]
     labels = {"app.kubernetes.io/name": "modelcache", "app.kubernetes.io/component": "prefetch"}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": f"modelcache-{what}-{digest}",
+            "namespace": namespace,
+            "labels": labels,
+            "annotations": {"modelcache.io/description": f"{what} {source.uri}"},
+        },
+        "spec": {
+            "backoffLimit": 3,
+            "ttlSecondsAfterFinished": JOB_TTL_SECONDS,
+            "template": {"metadata": {"labels": labels, "annotations": annotations}, "spec": _pod_spec(image)},
+        },
+    }
+
+
+def _pod_spec(image: str) -> JsonObject:
+    """Restricted, no API token, one small container that runs only once the fetcher made the model ready."""
     restricted = {
         "allowPrivilegeEscalation": False,
         "capabilities": {"drop": ["ALL"]},
@@ -45,39 +64,18 @@ def prefetch_job(
         "runAsNonRoot": True,
         "seccompProfile": {"type": "RuntimeDefault"},
     }
+    ready = {
+        "name": "ready",
+        "image": image,
+        "command": ["python", "-c", "import os; print('model ready at', os.environ['MODEL_PATH'])"],
+        "securityContext": restricted,
+        "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"cpu": "100m", "memory": "64Mi"}},
+    }
     return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {
-            "name": f"modelcache-{'refresh' if refresh else 'prefetch'}-{digest}",
-            "namespace": namespace,
-            "labels": labels,
-            "annotations": {"modelcache.io/description": f"{'refresh' if refresh else 'prefetch'} {source.uri}"},
-        },
-        "spec": {
-            "backoffLimit": 3,
-            "ttlSecondsAfterFinished": JOB_TTL_SECONDS,
-            "template": {
-                "metadata": {"labels": labels, "annotations": annotations},
-                "spec": {
-                    "restartPolicy": "Never",
-                    "automountServiceAccountToken": False,
-                    "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
-                    "containers": [
-                        {
-                            "name": "ready",
-                            "image": image,
-                            "command": ["python", "-c", "import os; print('model ready at', os.environ['MODEL_PATH'])"],
-                            "securityContext": restricted,
-                            "resources": {
-                                "requests": {"cpu": "10m", "memory": "32Mi"},
-                                "limits": {"cpu": "100m", "memory": "64Mi"},
-                            },
-                        }
-                    ],
-                },
-            },
-        },
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [ready],
     }
 
 

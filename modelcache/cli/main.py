@@ -396,13 +396,27 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--cache", help=f"the cache directory (default: ${CACHE_ROOT_ENV})")
     parser.add_argument("--log-format", choices=("text", "json"), default="text")
     commands = parser.add_subparsers(dest="command", required=True)
-
     ls = commands.add_parser("ls", help="every model: source, state, size, last use (and pods with --pods)")
     ls.add_argument("--json", action="store_true", help="one JSON document, for scripts")
     ls.add_argument("--pods", action="store_true", help="ask the cluster which live pods use each model")
     ls.add_argument("--pods-namespace", help=_PODS_NAMESPACE_HELP)
     ls.set_defaults(run=cmd_ls)
+    _add_fetch_commands(commands)
+    verify = commands.add_parser("verify", help="re-hash models against their recorded digests")
+    verify.add_argument("models", nargs="*", help="URIs or keys (default: every model)")
+    verify.add_argument("--include", action="append", default=[])
+    verify.add_argument("--repair", action="store_true", help="fetch again the files found corrupt")
+    verify.add_argument("--json", action="store_true")
+    verify.set_defaults(run=cmd_verify)
+    _add_removal_commands(commands)
+    agent = commands.add_parser(
+        "agent", help="run the cache agent: scheduled purge and /metrics (settings from MODELCACHE_*)"
+    )
+    agent.set_defaults(run=cmd_agent)
+    return parser
 
+
+def _add_fetch_commands(commands: Any) -> None:
     for name, text in (
         ("prefetch", "warm the cache with a model ahead of a rollout"),
         ("refresh", "re-resolve a branch or tag (@main) to its newest commit and fetch it"),
@@ -418,27 +432,21 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--secret", help="a Secret with the source's credentials, as modelcache.io/secret")
         command.set_defaults(run=cmd_prefetch)
 
-    verify = commands.add_parser("verify", help="re-hash models against their recorded digests")
-    verify.add_argument("models", nargs="*", help="URIs or keys (default: every model)")
-    verify.add_argument("--include", action="append", default=[])
-    verify.add_argument("--repair", action="store_true", help="fetch again the files found corrupt")
-    verify.add_argument("--json", action="store_true")
-    verify.set_defaults(run=cmd_verify)
 
-    purge_command = commands.add_parser("purge", help="remove models no live pod used for --unused-for")
-    purge_command.add_argument("--unused-for", default=DEFAULT_UNUSED_FOR, help="s, m, h, d or w (default 1w)")
-    purge_command.add_argument("--min-free", help="watermark: evict least recently used models below this (50Gi, 10%%)")
-    purge_command.add_argument(
+def _add_removal_commands(commands: Any) -> None:
+    purge = commands.add_parser("purge", help="remove models no live pod used for --unused-for")
+    purge.add_argument("--unused-for", default=DEFAULT_UNUSED_FOR, help="a duration: 1w, 3d, 12h (default 1w)")
+    purge.add_argument("--min-free", help="watermark: evict least recently used models below this (50Gi, 10%%)")
+    purge.add_argument(
         "--staging-after", default=DEFAULT_STAGING_AFTER, help="remove dead download attempts this old (default 1d)"
     )
-    purge_command.add_argument("--dry-run", action="store_true", help="show what would go; remove nothing")
-    purge_command.add_argument(
+    purge.add_argument("--dry-run", action="store_true", help="show exactly what would go; remove nothing")
+    purge.add_argument(
         "--no-pod-check", action="store_true", help="do not ask the cluster for live pods (only if none can use it)"
     )
-    purge_command.add_argument("--pods-namespace", help=_PODS_NAMESPACE_HELP)
-    purge_command.add_argument("--json", action="store_true")
-    purge_command.set_defaults(run=cmd_purge)
-
+    purge.add_argument("--pods-namespace", help=_PODS_NAMESPACE_HELP)
+    purge.add_argument("--json", action="store_true")
+    purge.set_defaults(run=cmd_purge)
     rm = commands.add_parser("rm", help="remove one model, refusing while it is in use or locked")
     rm.add_argument("model", help="a URI or a key")
     rm.add_argument("--include", action="append", default=[])
@@ -446,12 +454,6 @@ def _parser() -> argparse.ArgumentParser:
     rm.add_argument("--no-pod-check", action="store_true", help="do not ask the cluster for live pods")
     rm.add_argument("--pods-namespace", help=_PODS_NAMESPACE_HELP)
     rm.set_defaults(run=cmd_rm)
-
-    agent = commands.add_parser(
-        "agent", help="run the cache agent: scheduled purge and /metrics (settings from MODELCACHE_*)"
-    )
-    agent.set_defaults(run=cmd_agent)
-    return parser
 
 
 if __name__ == "__main__":

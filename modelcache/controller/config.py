@@ -6,22 +6,23 @@ Durations and sizes use the one grammar of modelcache.runtime.settings (``90s``,
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from modelcache.contract.volumes import VOLUME_MODES, VolumeMode
 from modelcache.runtime.logs import FORMATS, LEVELS
 from modelcache.runtime.settings import (
     DNS_LABEL,
     DNS_SUBDOMAIN,
+    Reader,
     load_settings,
     read_boolean,
     read_choice,
     read_duration,
     read_name,
-    read_quantity,
+    read_storage,
     read_text,
 )
 from modelcache.runtime.timings import LeaseTimings
@@ -84,7 +85,7 @@ class ControllerSettings:
         return problems
 
 
-_READERS: dict[str, Callable[[str], object]] = {
+_READERS: dict[str, Reader[Any]] = {
     "namespace": read_name(DNS_LABEL, "a namespace name", limit=63),
     "identity": read_text,
     "lease_name": read_name(DNS_SUBDOMAIN, "a Lease name", limit=253),
@@ -95,7 +96,7 @@ _READERS: dict[str, Callable[[str], object]] = {
     # A PV copy is named after the claim and the namespace, so the claim name leaves room for both.
     "claim_name": read_name(DNS_LABEL, "a PersistentVolumeClaim name", limit=63),
     "storage_class": read_name(DNS_SUBDOMAIN, "a StorageClass name", limit=253, empty=True),
-    "storage_size": read_quantity,
+    "storage_size": read_storage,
     "bypass_storage_check": read_boolean,
     "volume_pending_deadline": read_duration(),
     "resync_every": read_duration(),

@@ -21,21 +21,21 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
-from modelcache.contract.quantities import duration_seconds, quantity, size_bytes
+from modelcache.contract.quantities import duration_seconds, size_bytes
+from modelcache.contract.wire import TRUE_WORDS
 
 ENV_PREFIX = "MODELCACHE_"
 T = TypeVar("T")
-Reader = Callable[[str], Any]
 _SERVICE_LINK = re.compile(
     r"MODELCACHE_[A-Z0-9_]*_(?:SERVICE_HOST|SERVICE_PORT(?:_[A-Z0-9_]+)?|PORT(?:_\d+_(?:TCP|UDP|SCTP)(?:_PROTO|_PORT|_ADDR)?)?)"
 )
 _UNSET: Any = object()
-_TRUE = ("true", "1", "yes", "on")
-_FALSE = ("false", "0", "no", "off", "")
+_TRUE = TRUE_WORDS  # the words the opt-out reads as true, so that one variable reads one way everywhere
+_FALSE = frozenset({"false", "0", "no", "off", ""})
 DNS_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 DNS_SUBDOMAIN = re.compile(r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*")
 _URL = re.compile(r"https?://[A-Za-z0-9.\-\[\]:]+(?:/[!-~]*)?")
@@ -101,7 +101,7 @@ class EnvReader:
             self.problems += [f"{name} is not a {what} setting (known: {known})" for name in names]
 
 
-def load_settings(cls: type[T], readers: Mapping[str, Reader], environ: Mapping[str, str], *, what: str) -> T:
+def load_settings(cls: type[T], readers: Mapping[str, Reader[Any]], environ: Mapping[str, str], *, what: str) -> T:
     """A frozen settings dataclass whose field `f` is the variable MODELCACHE_<F>, read by readers[f].
 
     Unknown MODELCACHE_* names are problems; so is anything the instance's `problems()` (cross-field
@@ -122,8 +122,18 @@ def load_settings(cls: type[T], readers: Mapping[str, Reader], environ: Mapping[
 
 
 # --- readers ------------------------------------------------------------------------------------------
-def read_boolean(value: str) -> bool:
-    """true/false, 1/0, yes/no, on/off, in any case."""
+@dataclass(frozen=True, slots=True)
+class Reader(Generic[T]):
+    """Reads one kind of value; raises ValueError (naming what was expected) to refuse it."""
+
+    kind: Literal["boolean", "choice", "duration", "size", "integer", "url", "name", "text"]
+    parse: Callable[[str], T]
+
+    def __call__(self, value: str) -> T:
+        return self.parse(value)
+
+
+def _boolean(value: str) -> bool:
     lowered = value.strip().lower()
     if lowered in _TRUE:
         return True
@@ -132,58 +142,58 @@ def read_boolean(value: str) -> bool:
     raise ValueError("expected true or false")
 
 
-def read_choice(*choices: str) -> Callable[[str], str]:
-    """A reader that accepts exactly `choices`."""
+read_boolean = Reader("boolean", _boolean)  # true/false, 1/0, yes/no, on/off, in any case
+
+
+def read_choice(*choices: str) -> Reader[str]:
+    """Exactly one of `choices`."""
 
     def read(value: str) -> str:
         if value not in choices:
             raise ValueError(f"expected one of {', '.join(choices)}")
         return value
 
-    return read
+    return Reader("choice", read)
 
 
-def read_seconds(
-    *, minimum: float = 0.0, maximum: float | None = None, bare_unit: str | None = None
-) -> Callable[[str], float]:
+def read_seconds(*, minimum: float = 0.0, maximum: float | None = None, bare_unit: str | None = None) -> Reader[float]:
     """A duration (``30s``, ``5m``, ``1d``) as seconds, within bounds (`bare_unit`: see duration_seconds)."""
 
     def read(value: str) -> float:
         seconds = duration_seconds(value, bare_unit=bare_unit)
         if seconds < minimum or (maximum is not None and seconds > maximum):
-            bound = (
-                f"from {_seconds_text(minimum)} to {_seconds_text(maximum)}"
-                if maximum is not None
-                else (f"of at least {_seconds_text(minimum)}")
-            )
+            bound = f"of at least {_seconds_text(minimum)}"
+            if maximum is not None:
+                bound = f"from {_seconds_text(minimum)} to {_seconds_text(maximum)}"
             raise ValueError(f"expected a duration {bound}")
         return seconds
 
-    return read
+    return Reader("duration", read)
 
 
-def read_duration(*, minimum: float = 0.001, maximum: float | None = None) -> Callable[[str], timedelta]:
+def read_duration(*, minimum: float = 0.001, maximum: float | None = None) -> Reader[timedelta]:
     """A duration (``30s``, ``5m``, ``1d``, ``1w``) as a timedelta; positive by default."""
     seconds = read_seconds(minimum=minimum, maximum=maximum)
-    return lambda value: timedelta(seconds=seconds(value))
+    return Reader("duration", lambda value: timedelta(seconds=seconds(value)))
 
 
-def read_size(value: str) -> int:
-    """A size in bytes, as a Kubernetes quantity (``50Gi``, ``200G``)."""
+def _size(value: str) -> int:
     size = size_bytes(value)
     if size <= 0:
         raise ValueError("expected a size greater than zero")
     return size
 
 
-def read_quantity(value: str) -> str:
-    """A positive Kubernetes quantity, kept as written (it goes into an object spec)."""
-    if quantity(value) <= 0:
-        raise ValueError("expected a quantity greater than zero")
+def _storage(value: str) -> str:
+    _size(value)
     return value
 
 
-def read_integer(*, minimum: int, maximum: int) -> Callable[[str], int]:
+read_size = Reader("size", _size)  # bytes, from a Kubernetes quantity (50Gi, 200G)
+read_storage = Reader("size", _storage)  # a positive whole-byte quantity, kept as written (it goes into a spec)
+
+
+def read_integer(*, minimum: int, maximum: int) -> Reader[int]:
     def read(value: str) -> int:
         try:
             number = int(value.strip())
@@ -193,21 +203,22 @@ def read_integer(*, minimum: int, maximum: int) -> Callable[[str], int]:
             raise ValueError(f"expected a whole number from {minimum} to {maximum}")
         return number
 
-    return read
+    return Reader("integer", read)
 
 
-def read_port(value: str) -> int:
-    return read_integer(minimum=1, maximum=65535)(value)
+read_port = read_integer(minimum=1, maximum=65535)
 
 
-def read_url(value: str) -> str:
-    """An http(s) URL, or empty."""
+def _url(value: str) -> str:
     if value and not _URL.fullmatch(value):
         raise ValueError("expected an http(s) URL such as https://hub-mirror.example.com")
     return value.rstrip("/")
 
 
-def read_name(pattern: re.Pattern[str], what: str, *, limit: int, empty: bool = False) -> Callable[[str], str]:
+read_url = Reader("url", _url)  # an http(s) URL, or empty
+
+
+def read_name(pattern: re.Pattern[str], what: str, *, limit: int, empty: bool = False) -> Reader[str]:
     """A Kubernetes name of the given pattern (empty allowed when `empty`)."""
 
     def read(value: str) -> str:
@@ -215,11 +226,10 @@ def read_name(pattern: re.Pattern[str], what: str, *, limit: int, empty: bool = 
             raise ValueError(f"expected {what} (lowercase letters, digits and '-', at most {limit} characters)")
         return value
 
-    return read
+    return Reader("name", read)
 
 
-def read_text(value: str) -> str:
-    return value
+read_text = Reader("text", str)
 
 
 def _seconds_text(seconds: float | None) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import socket
 import ssl
 import threading
@@ -24,6 +25,7 @@ from cryptography.hazmat.primitives import serialization
 
 from certs.authority import KeyPair, create_ca, issue_serving_cert, service_dns_names, write_tls_dir
 from certs.rotation import signed_by
+from devtools.faultproxy import FaultProxy, Rule
 from devtools.kubeapi import KubeApi, grants_of
 from devtools.webhook_process import RunningWebhook, run_webhook
 from modelcache.contract.volumes import STATUS_CONFIGMAP, STATUS_KEY, VolumeStatus
@@ -416,3 +418,75 @@ def test_a_namespace_whose_pvc_is_refused_reports_why_and_the_others_are_served(
     assert entry.state == "error"
     assert "exceeded quota: storage" in entry.message  # the webhook denies new pods there with this message
     assert status(api).namespaces["team-ok"].state == "pending"
+
+
+def through(proxy: FaultProxy, **overrides: Any) -> Controller:
+    """A controller whose every API call goes through a fault-injecting proxy in front of the stand-in."""
+    from kubernetes import client
+
+    configuration = client.Configuration(host=proxy.url, api_key={"authorization": "Bearer controller"})
+    settings = ControllerSettings(identity="replica-a", **overrides)
+    return Controller(client.ApiClient(configuration), settings)
+
+
+def test_an_api_error_in_a_pass_is_logged_and_the_pass_is_retried_soon(
+    api: KubeApi, caplog: pytest.LogCaptureFixture
+) -> None:
+    model_pod(api, "team-a")
+    with FaultProxy(api.url).running() as proxy:
+        loop = through(proxy, volume_mode="provision", storage_class="nfs-client", manage_certificates=False)
+        proxy.rules.append(Rule("GET", "/persistentvolumeclaims", times=1, status=500, body=b'{"kind":"Status"}'))
+        now = datetime.now(UTC)
+        with caplog.at_level(logging.ERROR, logger="controller"):
+            run_pass(loop, now)
+        assert any("volumes:" in r.getMessage() and "retrying in 5 s" in r.getMessage() for r in caplog.records)
+        assert api.get("ConfigMap", STATUS_CONFIGMAP, NS) is None  # nothing half-published
+        run_pass(loop, now + timedelta(seconds=2))
+        assert api.get("PersistentVolumeClaim", "modelcache", "team-a") is None  # not before the retry time
+        run_pass(loop, now + timedelta(seconds=6))
+    assert api.get("PersistentVolumeClaim", "modelcache", "team-a") is not None
+    assert status(api).namespaces["team-a"].state == "pending"
+
+
+def test_without_the_webhook_configuration_certificates_are_retried_a_minute_later(
+    api: KubeApi, caplog: pytest.LogCaptureFixture
+) -> None:
+    api.delete("MutatingWebhookConfiguration", "modelcache-webhook")
+    loop = controller(api)
+    now = datetime.now(UTC)
+
+    def asked() -> int:
+        return sum(1 for method, path in api.requests if "mutatingwebhookconfigurations" in path and method == "GET")
+
+    with caplog.at_level(logging.ERROR, logger="controller"):
+        run_pass(loop, now)
+    assert asked() == 1
+    assert any("install the manifests" in r.getMessage() for r in caplog.records)
+    run_pass(loop, now + timedelta(seconds=30))
+    assert asked() == 1
+    run_pass(loop, now + timedelta(seconds=61))
+    assert asked() == 2
+
+
+def test_a_watch_that_fails_is_started_again_and_still_wakes_the_controller(api: KubeApi) -> None:
+    with FaultProxy(api.url).running() as proxy:
+        proxy.rules.append(Rule("GET", "/pods", times=1, status=500, body=b"{}", without="fieldSelector"))
+        loop = through(
+            proxy,
+            volume_mode="provision",
+            storage_class="nfs-client",
+            manage_certificates=False,
+            resync_every=timedelta(hours=1),  # only the watch can make it act in time
+        )
+        stop = threading.Event()
+        runner = threading.Thread(target=loop.run, args=(stop,), daemon=True)
+        runner.start()
+        try:
+            wait_for("the first pass", lambda: api.get("ConfigMap", STATUS_CONFIGMAP, NS))
+            wait_for("the failed watch started again", lambda: proxy.count("GET", "/pods") >= 3, seconds=20)
+            model_pod(api, "team-c")
+            wait_for("the PVC in team-c", lambda: api.get("PersistentVolumeClaim", "modelcache", "team-c"), 20)
+        finally:
+            stop.set()
+            loop.wake.set()
+            runner.join(timeout=30)

@@ -1,0 +1,55 @@
+"""Run a command on a small real volume that fills up while it runs: a tmpfs in a mount namespace of its own.
+
+    python -m devtools.small_volume SIZE DIR FILL_WHEN -- COMMAND...
+
+Mounts a tmpfs of SIZE (``8m``) on DIR, visible only to this process and its children (nothing leaks
+into the machine's mounts), runs COMMAND, and as soon as a file matching the glob FILL_WHEN appears
+under DIR (a ``*.part`` of a download), fills the rest of the volume, so the command's next write gets a
+real ENOSPC. Prints what it did to stderr, exits with the command's status. Needs root or unprivileged
+user namespaces (the caller re-executes it under ``unshare``).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def fill(directory: Path) -> int:
+    """Write zeros until the volume is full; the bytes written."""
+    written = 0
+    block = bytes(64 << 10)
+    with (directory / ".filler").open("wb", buffering=0) as out:
+        try:
+            while True:
+                written += out.write(block)
+        except OSError:
+            pass
+        while True:  # the last partial blocks, down to nothing
+            try:
+                written += out.write(b"\0" * 512)
+            except OSError:
+                break
+    return written
+
+
+def main() -> int:
+    size, directory, pattern, separator, *command = sys.argv[1:]
+    if separator != "--" or not command:
+        sys.exit(__doc__)
+    root = Path(directory)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0777", "tmpfs", str(root)], check=True)
+    child = subprocess.Popen(command)
+    filled = False
+    while child.poll() is None:
+        if not filled and any(root.rglob(pattern)):
+            filled = True
+            sys.stderr.write(f"small_volume: filled {fill(root)} bytes once {pattern} appeared\n")
+        time.sleep(0.005)
+    return child.returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""The fetcher under faults of the machine it runs on: a volume that fills up mid-download, a filesystem
+without record locks. Real processes, a real tmpfs, real errnos."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from devtools.fetcher_env import fetcher_environment, run_fetcher, start_fetcher
+from devtools.hubserver import HubServer
+from modelcache.cache.layout import CacheLayout
+from modelcache.cache.markers import check_ready
+from modelcache.contract import keys, sources
+from tests.helpers import modelcache
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+BIG = keys.model_key(sources.parse_source("hf://tiny/big"))
+TINY = keys.model_key(sources.parse_source("hf://tiny/model"))
+
+
+def _unshare() -> list[str] | None:
+    """A way to get a private mount namespace here (root, or unprivileged user namespaces), or None."""
+    if shutil.which("unshare") is None:
+        return None
+    for way in (
+        ["unshare", "--mount", "--propagation", "private"],
+        ["unshare", "--user", "--map-root-user", "--mount"],
+    ):
+        probe = subprocess.run([*way, "true"], capture_output=True, check=False)
+        if probe.returncode == 0:
+            return way
+    return None
+
+
+UNSHARE = _unshare()
+
+
+@pytest.mark.skipif(UNSHARE is None, reason="no private mount namespace here (needs root or user namespaces)")
+def test_a_volume_that_fills_up_mid_download_is_disk_full_and_publishes_nothing(hub: HubServer, tmp_path: Path) -> None:
+    assert UNSHARE is not None
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    hub.faults.bytes_per_second = 2 << 20  # 4 MiB take ~2 s: the volume fills while they stream
+    env = fetcher_environment("hf://tiny/big", cache, extra={"HF_ENDPOINT": hub.url, "PYTHONPATH": str(ROOT)})
+    volume = [sys.executable, "-m", "devtools.small_volume", "64m", str(cache), "*.part", "--"]
+    result = subprocess.run(
+        [*UNSHARE, *volume, sys.executable, "-m", "fetcher"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert "small_volume: filled" in result.stderr, result.stderr
+    assert result.returncode == 6, result.stderr
+    message = (tmp_path / "pod-0.termination-log").read_text()
+    assert "DiskFull" in message
+    assert "ran out of space while writing weights.bin" in message
+    assert "nothing was published" in message
+
+
+@pytest.fixture(scope="session")
+def no_locks(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A preload library that makes every fcntl lock fail with ENOLCK (NFS with nolock, some FUSE)."""
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is needed to build the no-locks shim")
+    library = tmp_path_factory.mktemp("shim") / "nolocks.so"
+    subprocess.run(
+        ["gcc", "-shared", "-fPIC", "-o", str(library), str(ROOT / "devtools" / "native" / "nolocks.c"), "-ldl"],
+        check=True,
+    )
+    return library
+
+
+def test_without_record_locks_every_fetcher_still_gets_the_whole_model(
+    hub: HubServer, cache: Path, tmp_path: Path, no_locks: Path
+) -> None:
+    pods = []
+    for i in range(3):
+        env = fetcher_environment(
+            "hf://tiny/model", cache, pod=f"pod-{i}", extra={"HF_ENDPOINT": hub.url, "LD_PRELOAD": str(no_locks)}
+        )
+        pods.append(start_fetcher(env, log=tmp_path / f"pod-{i}.log"))
+    for i, pod in enumerate(pods):
+        assert pod.wait(120) == 0, (tmp_path / f"pod-{i}.log").read_text()
+    logs = "".join((tmp_path / f"pod-{i}.log").read_text() for i in range(3))
+    assert "file locks are not available on this filesystem" in logs or "cache hit" in logs
+    assert check_ready(CacheLayout(cache), TINY) is not None
+
+
+def test_without_record_locks_a_removal_is_refused_unless_forced(hub: HubServer, cache: Path, no_locks: Path) -> None:
+    env = fetcher_environment("hf://tiny/model", cache, extra={"HF_ENDPOINT": hub.url})
+    assert run_fetcher(env).returncode == 0
+    refused = modelcache(cache, "rm", "hf://tiny/model", "--no-pod-check", env={"LD_PRELOAD": str(no_locks)})
+    assert refused.returncode == 1
+    assert "cannot be locked: this filesystem has no record locks" in refused.stdout
+    assert check_ready(CacheLayout(cache), TINY) is not None
+    forced = modelcache(cache, "rm", "hf://tiny/model", "--no-pod-check", "--force", env={"LD_PRELOAD": str(no_locks)})
+    assert forced.returncode == 0, forced.stdout + forced.stderr
+    assert check_ready(CacheLayout(cache), TINY) is None
+    # The repository's blobs cannot be guarded against a download of the same repository here: they stay.
+    assert "this filesystem has no record locks" in forced.stdout
+    assert os.listdir(cache / "hub") == ["models--tiny--model"]
