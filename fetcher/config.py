@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fetcher.retrying import RetryPolicy
-from modelcache.cache.locking import LockSettings
+from modelcache.cache.patience import LockSettings
 from modelcache.contract import wire
 from modelcache.contract.annotation import SECRET_ANNOTATION, parse_include
 from modelcache.contract.errors import ConfigError, ContractError
@@ -98,12 +98,12 @@ TUNABLES: dict[str, tuple[Reader[float], float]] = {
     "MODELCACHE_READ_TIMEOUT": (read_seconds(minimum=0.1), 60.0),
     "MODELCACHE_RETRIES": (Reader("integer", lambda v: float(read_integer(minimum=1, maximum=100)(v))), 8.0),
     "MODELCACHE_RETRY_BASE": (read_seconds(), 0.5),
-    wire.LOCK_TIMEOUT_ENV: (read_seconds(minimum=0.001), 3600.0),
+    wire.LOCK_TIMEOUT_ENV: (read_seconds(minimum=0.001), wire.DEFAULT_LOCK_TIMEOUT),
     "MODELCACHE_LOCK_POLL": (read_seconds(minimum=0.01), 1.0),
     "MODELCACHE_LOCK_LOG_EVERY": (read_seconds(minimum=0.01), 10.0),
     "MODELCACHE_HEARTBEAT": (read_seconds(minimum=0.01), 5.0),
     "MODELCACHE_STALE_AFTER": (read_seconds(minimum=0.001), 60.0),
-    wire.TAKEOVER_AFTER_ENV: (read_seconds(), 600.0),
+    wire.TAKEOVER_AFTER_ENV: (read_seconds(), wire.DEFAULT_TAKEOVER_AFTER),
 }
 
 

@@ -21,8 +21,7 @@ from modelcache.cache.files import symlink_atomically
 from modelcache.cache.layout import CacheLayout
 from modelcache.cache.markers import Marker, check_ready
 from modelcache.cache.outcomes import OutcomeRecord, write_outcome
-from modelcache.cache.pins import record_pin
-from modelcache.cache.usage import record_use
+from modelcache.cache.usage import record_pin, record_use
 from modelcache.contract.errors import ConfigError, DiskFullError, FetchError
 from modelcache.contract.quantities import format_bytes
 from modelcache.contract.sources import HttpSource, HubSource, S3Source

@@ -10,7 +10,6 @@ request is never multiplied by two policies.
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -44,6 +43,8 @@ class RetryPolicy:
 
     def delay(self, attempt: int, retry_after: float | None) -> float:
         """Exponential backoff with full jitter; a server's Retry-After wins, within a cap."""
+        import random  # off the cache-hit path, which never retries
+
         if retry_after is not None:
             return min(max(retry_after, 0.0), self.retry_after_cap)
         return random.uniform(0, min(self.cap, self.base * 2**attempt))  # noqa: S311 (jitter)

@@ -73,7 +73,8 @@ HOLD_LOCK = """
 import sys, time
 from pathlib import Path
 from modelcache.cache.layout import CacheLayout
-from modelcache.cache.locking import LockSettings, ModelLock
+from modelcache.cache.locking import ModelLock
+from modelcache.cache.patience import LockSettings
 from modelcache.cache.owners import Identity, Progress
 layout = CacheLayout(Path(sys.argv[1]))
 layout.ensure()
@@ -91,7 +92,7 @@ def test_the_lock_patience_set_on_the_webhook_reaches_the_fetcher_and_its_advice
     cache.mkdir()
     settings = Settings(hf_endpoint=CLOSED, fetcher_lock_timeout=2.0, fetcher_takeover_after=0.0)
     env = injected_env("hf://org/model@v1", settings, cache)
-    assert (env["MODELCACHE_LOCK_TIMEOUT"], env["MODELCACHE_TAKEOVER_AFTER"]) == ("2s", "0s")
+    assert (env["MODELCACHE_LOCK_TIMEOUT"], env["MODELCACHE_TAKEOVER_AFTER"]) == ("2s", "0s")  # not the defaults
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLD_LOCK, str(cache), env["MODELCACHE_MODEL_KEY"]], stdout=subprocess.PIPE, text=True
     )

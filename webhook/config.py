@@ -7,12 +7,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from modelcache.contract.annotation import parse_mount_path, parse_quantity
+from modelcache.contract.annotation import DNS_SUBDOMAIN, parse_mount_path, parse_quantity
 from modelcache.contract.errors import ContractError
-from modelcache.contract.wire import DEFAULT_FETCHER_IMAGE
+from modelcache.contract.wire import DEFAULT_FETCHER_IMAGE, DEFAULT_LOCK_TIMEOUT, DEFAULT_TAKEOVER_AFTER
 from modelcache.runtime.logs import FORMATS, LEVELS
 from modelcache.runtime.settings import (
-    DNS_SUBDOMAIN,
     ENV_PREFIX,
     Reader,
     load_settings,
@@ -52,8 +51,8 @@ class Settings:
     fetcher_uid: int = 65532
     # How long a fetcher waits for another pod's download of the same model before its init container
     # gives up (and restarts), and after how long without a heartbeat it takes a holder's lock over (0: never).
-    fetcher_lock_timeout: float = 3600.0
-    fetcher_takeover_after: float = 600.0
+    fetcher_lock_timeout: float = DEFAULT_LOCK_TIMEOUT
+    fetcher_takeover_after: float = DEFAULT_TAKEOVER_AFTER
     # Passed to the fetcher: a Hub mirror (HF_ENDPOINT) and an S3-compatible endpoint (AWS_ENDPOINT_URL).
     hf_endpoint: str = ""
     s3_endpoint: str = ""
@@ -122,7 +121,7 @@ def _in_cluster_api_url(environ: Mapping[str, str]) -> str:
 
 def _object_reference(value: str) -> str:
     namespace, slash, name = value.partition("/")
-    if value and (not slash or not DNS_SUBDOMAIN.fullmatch(namespace) or not DNS_SUBDOMAIN.fullmatch(name)):
+    if value and (not slash or not re.fullmatch(DNS_SUBDOMAIN, namespace) or not re.fullmatch(DNS_SUBDOMAIN, name)):
         raise ValueError("expected <namespace>/<name> of a ConfigMap, such as modelcache-system/modelcache-volumes")
     return value
 
@@ -141,7 +140,7 @@ def _uid(value: str) -> int:
 
 
 def _pvc_name(value: str) -> str:
-    if len(value) > 253 or not DNS_SUBDOMAIN.fullmatch(value):
+    if len(value) > 253 or not re.fullmatch(DNS_SUBDOMAIN, value):
         raise ValueError("expected a PersistentVolumeClaim name (lowercase letters, digits, '-' and '.')")
     return value
 

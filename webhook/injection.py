@@ -404,8 +404,6 @@ def _fetcher_env(request: ModelRequest, *, shared: bool, settings: Settings) -> 
         {"name": w.MODEL_PATH_ENV, "value": w.model_path(request.mount_path, request.key)},
         {"name": w.PIN_PATH_ENV, "value": w.PIN_PATH},
         {"name": w.SHARED_CACHE_ENV, "value": "true" if shared else "false"},
-        {"name": w.LOCK_TIMEOUT_ENV, "value": f"{settings.fetcher_lock_timeout:g}s"},
-        {"name": w.TAKEOVER_AFTER_ENV, "value": f"{settings.fetcher_takeover_after:g}s"},
         {"name": w.POD_NAME_ENV, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": w.POD_NAMESPACE_ENV, "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
         {"name": w.POD_UID_ENV, "valueFrom": {"fieldRef": {"fieldPath": "metadata.uid"}}},
@@ -413,6 +411,10 @@ def _fetcher_env(request: ModelRequest, *, shared: bool, settings: Settings) -> 
     ]
     if request.include:
         env.append({"name": w.INCLUDE_ENV, "value": ",".join(request.include)})
+    if settings.fetcher_lock_timeout != w.DEFAULT_LOCK_TIMEOUT:  # the fetcher's own default otherwise
+        env.append({"name": w.LOCK_TIMEOUT_ENV, "value": f"{settings.fetcher_lock_timeout:g}s"})
+    if settings.fetcher_takeover_after != w.DEFAULT_TAKEOVER_AFTER:
+        env.append({"name": w.TAKEOVER_AFTER_ENV, "value": f"{settings.fetcher_takeover_after:g}s"})
     if request.refresh:
         env.append({"name": w.REFRESH_ENV, "value": "true"})
     if settings.hf_endpoint and isinstance(request.source, sources.HubSource):

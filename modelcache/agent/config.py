@@ -10,11 +10,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from modelcache.cache.purge import read_watermark
+from modelcache.contract.annotation import DNS_LABEL, DNS_SUBDOMAIN
 from modelcache.contract.wire import CACHE_ROOT_ENV
 from modelcache.runtime.logs import FORMATS, LEVELS
 from modelcache.runtime.settings import (
-    DNS_LABEL,
-    DNS_SUBDOMAIN,
     Reader,
     load_settings,
     read_boolean,

@@ -34,9 +34,10 @@ from pathlib import Path
 
 from modelcache.cache.files import list_names, make_shared_dir, tree_bytes, write_atomically
 from modelcache.cache.layout import CacheLayout, HubRepo
-from modelcache.cache.locking import LockSettings, LockState, ModelLock, RepoGuard
+from modelcache.cache.locking import LockState, ModelLock, RepoGuard
 from modelcache.cache.markers import Marker, read_marker, read_markers
 from modelcache.cache.owners import Identity
+from modelcache.cache.patience import LockSettings
 from modelcache.cache.pins import LiveUse, read_pins
 from modelcache.contract.errors import ContractError
 from modelcache.contract.quantities import format_bytes, format_duration

@@ -23,18 +23,17 @@ import errno
 import fcntl
 import logging
 import os
-import random
 import struct
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
 from modelcache.cache.files import write_atomically
 from modelcache.cache.layout import CacheLayout
 from modelcache.cache.owners import Identity, OwnerRecord, Progress, describe_holder
+from modelcache.cache.patience import LockSettings
 from modelcache.contract.errors import LockTimeoutError
 from modelcache.contract.quantities import format_bytes
 
@@ -52,19 +51,6 @@ class LockState(Enum):
     TAKEN_OVER = "taken over from a stale holder"
     UNSUPPORTED = "not available on this filesystem"
     DISABLED = "disabled by configuration"
-
-
-@dataclass(frozen=True, slots=True)
-class LockSettings:
-    """How patient a fetcher is with another pod's lock (MODELCACHE_LOCK_*, set by the webhook)."""
-
-    timeout: float = 3600.0  # give up waiting (the pod's init container then restarts)
-    poll: float = 1.0  # seconds between attempts, with +-50 % jitter
-    log_every: float = 10.0
-    heartbeat_every: float = 5.0
-    stale_after: float = 60.0  # report the holder as stale when its record has not changed for this long
-    takeover_after: float = 600.0  # then take over after this long (0: never)
-    enabled: bool = True
 
 
 class ModelLock:
@@ -151,7 +137,7 @@ class ModelLock:
             if now - started >= self.settings.timeout:
                 raise LockTimeoutError(self._timeout_message(owner, now - started))
             self._reopen_if_replaced()
-            time.sleep(self.settings.poll * random.uniform(0.5, 1.5))  # noqa: S311 (jitter, not crypto)
+            time.sleep(self.settings.poll * _jitter())
 
     def release(self) -> None:
         self._stop.set()
@@ -275,6 +261,13 @@ class ModelLock:
         )
 
 
+def _jitter() -> float:
+    """+-50 %, so waiters that started together do not ask together."""
+    import random  # off the cache-hit path, which never waits
+
+    return random.uniform(0.5, 1.5)  # noqa: S311 (jitter, not crypto)
+
+
 class _LocksUnsupportedError(OSError):
     pass
 
@@ -347,7 +340,7 @@ class RepoGuard:
                     f"gave up after {self.timeout:.0f} s waiting for {self.path.name}, which the purger holds while "
                     "it deletes unused blobs of this repository; a purger should hold it for seconds only"
                 )
-            time.sleep(self.poll * random.uniform(0.5, 1.5))  # noqa: S311 (jitter, not crypto)
+            time.sleep(self.poll * _jitter())
 
     def try_exclusive(self) -> bool:
         """One attempt at the exclusive lock; False when a fetcher holds it or locks do not work here."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import socket
 import threading
 from dataclasses import asdict, dataclass
 
@@ -33,6 +32,8 @@ class Identity:
 
     @classmethod
     def here(cls, *, pod: str, namespace: str, node: str) -> Identity:
+        import socket  # off the cache-hit path, which never takes a lock
+
         host = socket.gethostname()
         return cls(pod=pod or host, namespace=namespace, node=node or "unknown", host=host, pid=os.getpid())
 

@@ -1,7 +1,8 @@
 """Which version each pod reads: a record per pod of the model directory its fetcher pinned for it.
 
 The pod's own pin (its MODEL_PATH) is a link in an emptyDir the volume cannot see, so the fetcher also
-leaves ``.modelcache/pins/<hash>.json`` naming the pod (namespace, name, UID) and the directory. Garbage
+leaves ``.modelcache/pins/<hash>.json`` naming the pod (namespace, name, UID) and the directory
+(modelcache.cache.usage writes it, on the cache-hit path; this module reads them). Garbage
 collection keeps every directory a live pod's record names, and every version of a model a live pod
 uses without a matching record (a pod started by an older fetcher, or a record that could not be
 written): which version such a pod reads is unknown, so nothing of that model goes.
@@ -9,18 +10,14 @@ written): which version such a pod reads is unknown, so nothing of that model go
 
 from __future__ import annotations
 
-import hashlib
 import json
-import logging
-import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
-from modelcache.cache.files import list_names, write_atomically
+from modelcache.cache.files import list_names
 from modelcache.cache.layout import CacheLayout
 from modelcache.contract.pods import PodRef
 
-log = logging.getLogger(__name__)
 MAX_RECORD_BYTES = 4096
 
 
@@ -52,26 +49,6 @@ class LiveUse:
 
     def keeps_every_version_of(self, key: str) -> bool:
         return key in self.unknown_pin_keys
-
-
-def record_path_name(namespace: str, pod: str) -> str:
-    """The record's file name: a hash, so no pod name (which the pod spec sets) reaches a path."""
-    return hashlib.sha256(f"{namespace}/{pod}".encode()).hexdigest()[:32] + ".json"
-
-
-def record_pin(layout: CacheLayout, *, namespace: str, pod: str, uid: str, key: str, model_dir: str) -> None:
-    """Record the version a pod reads. Best effort: without a record, the pod's model keeps every version."""
-    if not namespace or not pod:
-        return
-    record = Pin(namespace=namespace, pod=pod, uid=uid, key=key, path=model_dir, at=time.time())
-    try:
-        if not layout.pins.is_dir():
-            return  # a volume set up by an older fetcher; the next download creates it
-        write_atomically(
-            layout.pins / record_path_name(namespace, pod), json.dumps(asdict(record)).encode(), durable=False
-        )
-    except OSError as err:
-        log.warning("could not record the pin of %s/%s (%s); its model keeps every version", namespace, pod, err)
 
 
 def read_pins(layout: CacheLayout) -> list[tuple[str, Pin]]:

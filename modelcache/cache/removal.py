@@ -33,9 +33,10 @@ from pathlib import Path
 from modelcache.cache.collection import Collected, collect_repo, discard
 from modelcache.cache.files import tree_bytes
 from modelcache.cache.layout import CacheLayout
-from modelcache.cache.locking import LockSettings, LockState, ModelLock
+from modelcache.cache.locking import LockState, ModelLock
 from modelcache.cache.markers import Marker, read_marker
 from modelcache.cache.owners import Identity
+from modelcache.cache.patience import LockSettings
 from modelcache.cache.pins import LiveUse
 from modelcache.cache.usage import usage_stamp
 from modelcache.contract.quantities import format_bytes

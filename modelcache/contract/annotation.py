@@ -146,8 +146,9 @@ def parse_mount_path(value: str, *, annotation: str = MOUNT_PATH_ANNOTATION) -> 
     return value
 
 
-_DNS_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
-_DNS_SUBDOMAIN = re.compile(r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*")
+# Kubernetes names (patterns, compiled by re on first use): labels (namespaces, containers) and subdomains.
+DNS_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+DNS_SUBDOMAIN = r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*"
 
 
 def parse_container_names(value: str) -> tuple[str, ...]:
@@ -165,7 +166,7 @@ def parse_container_names(value: str) -> tuple[str, ...]:
     names: list[str] = []
     for raw in value.split(","):
         name = raw.strip()
-        if not _DNS_LABEL.fullmatch(name):
+        if not re.fullmatch(DNS_LABEL, name):
             raise ContractError(
                 CONTAINERS_ANNOTATION,
                 value,
@@ -183,7 +184,7 @@ def parse_secret_name(value: str) -> str:
     expected = f"the name of a Secret in the pod's namespace with keys among {', '.join(SECRET_KEYS)}"
     example = "hf-token"
     require_plain_ascii(SECRET_ANNOTATION, value, 253, expected=expected, example=example)
-    if not _DNS_SUBDOMAIN.fullmatch(value):
+    if not re.fullmatch(DNS_SUBDOMAIN, value):
         raise ContractError(
             SECRET_ANNOTATION,
             value,

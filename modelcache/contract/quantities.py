@@ -35,8 +35,8 @@ _SUFFIXES = {
     "Ei": Decimal(2**60),
 }
 QUANTITY_EXPECTED = "a Kubernetes quantity such as 500m, 2, 8Gi or 100G"
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
-_DURATION = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|s|m|h|d|w))+")
+_DURATION_PART = r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)"  # patterns: re compiles them on first use
+_DURATION = r"(?:\d+(?:\.\d+)?(?:ms|s|m|h|d|w))+"
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 DURATION_EXPECTED = "a duration: a number and ms, s, m, h, d or w (90s, 15m, 1h30m, 1d, 1w)"
 
@@ -68,8 +68,8 @@ def duration_seconds(value: str, *, bare_unit: str | None = None) -> float:
     `bare_unit`: the unit of a bare number (``"s"`` for a setting named ``..._SECONDS``); None refuses one.
     """
     text = value.strip()
-    if _DURATION.fullmatch(text):
-        return sum(float(number) * _UNIT_SECONDS[unit] for number, unit in _DURATION_PART.findall(text))
+    if re.fullmatch(_DURATION, text):
+        return sum(float(number) * _UNIT_SECONDS[unit] for number, unit in re.findall(_DURATION_PART, text))
     if re.fullmatch(r"\d+(?:\.\d+)?", text):
         if float(text) == 0:
             return 0.0

@@ -50,9 +50,12 @@ ALLOW_HTTP_ENV = "MODELCACHE_ALLOW_HTTP"  # set for http:// sources, which the w
 REFRESH_ENV = "MODELCACHE_REFRESH"
 PIN_PATH_ENV = "MODELCACHE_PIN_PATH"  # where the fetcher links the version it made ready (the app's MODEL_PATH)
 SECRET_NAME_ENV = "MODELCACHE_SECRET_NAME"  # noqa: S105 (a variable name; its value names the Secret in messages)
-# The lock's patience, which the webhook passes from its own settings (MODELCACHE_FETCHER_LOCK_*).
+# The lock's patience, which the webhook passes from its own settings (MODELCACHE_FETCHER_LOCK_*) when
+# they differ from these defaults, which both sides share.
 LOCK_TIMEOUT_ENV = "MODELCACHE_LOCK_TIMEOUT"
 TAKEOVER_AFTER_ENV = "MODELCACHE_TAKEOVER_AFTER"
+DEFAULT_LOCK_TIMEOUT = 3600.0
+DEFAULT_TAKEOVER_AFTER = 600.0
 TERMINATION_LOG_ENV = "MODELCACHE_TERMINATION_LOG"
 HF_ENDPOINT_ENV = "HF_ENDPOINT"
 S3_ENDPOINT_ENV = "AWS_ENDPOINT_URL"

@@ -11,11 +11,10 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any, Literal
 
+from modelcache.contract.annotation import DNS_LABEL, DNS_SUBDOMAIN
 from modelcache.contract.volumes import VOLUME_MODES, VolumeMode
 from modelcache.runtime.logs import FORMATS, LEVELS
 from modelcache.runtime.settings import (
-    DNS_LABEL,
-    DNS_SUBDOMAIN,
     Reader,
     load_settings,
     read_boolean,

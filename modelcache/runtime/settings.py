@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from datetime import timedelta
 from typing import Any, Generic, Literal, TypeVar
 
@@ -30,15 +30,16 @@ from modelcache.contract.wire import TRUE_WORDS
 
 ENV_PREFIX = "MODELCACHE_"
 T = TypeVar("T")
-_SERVICE_LINK = re.compile(
-    r"MODELCACHE_[A-Z0-9_]*_(?:SERVICE_HOST|SERVICE_PORT(?:_[A-Z0-9_]+)?|PORT(?:_\d+_(?:TCP|UDP|SCTP)(?:_PROTO|_PORT|_ADDR)?)?)"
+# Patterns as strings: re compiles each on first use (and caches it), so importing this module costs little
+# on the fetcher's cache-hit path.
+_SERVICE_LINK = (
+    r"MODELCACHE_[A-Z0-9_]*_(?:SERVICE_HOST|SERVICE_PORT(?:_[A-Z0-9_]+)?"
+    r"|PORT(?:_\d+_(?:TCP|UDP|SCTP)(?:_PROTO|_PORT|_ADDR)?)?)"
 )
 _UNSET: Any = object()
 _TRUE = TRUE_WORDS  # the words the opt-out reads as true, so that one variable reads one way everywhere
 _FALSE = frozenset({"false", "0", "no", "off", ""})
-DNS_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
-DNS_SUBDOMAIN = re.compile(r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*")
-_URL = re.compile(r"https?://[A-Za-z0-9.\-\[\]:]+(?:/[!-~]*)?")
+_URL = r"https?://[A-Za-z0-9.\-\[\]:]+(?:/[!-~]*)?"
 
 
 class SettingsError(Exception):
@@ -52,7 +53,7 @@ class SettingsError(Exception):
 
 def is_service_link(name: str) -> bool:
     """A variable Kubernetes sets for a Service whose name starts with modelcache-."""
-    return _SERVICE_LINK.fullmatch(name) is not None
+    return re.fullmatch(_SERVICE_LINK, name) is not None
 
 
 class EnvReader:
@@ -122,12 +123,20 @@ def load_settings(cls: type[T], readers: Mapping[str, Reader[Any]], environ: Map
 
 
 # --- readers ------------------------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class Reader(Generic[T]):
-    """Reads one kind of value; raises ValueError (naming what was expected) to refuse it."""
+ReaderKind = Literal["boolean", "choice", "duration", "size", "integer", "url", "name", "text"]
 
-    kind: Literal["boolean", "choice", "duration", "size", "integer", "url", "name", "text"]
-    parse: Callable[[str], T]
+
+class Reader(Generic[T]):
+    """Reads one kind of value; raises ValueError (naming what was expected) to refuse it.
+
+    A plain class, not a dataclass: dozens are made at import, on the fetcher's cache-hit path.
+    """
+
+    __slots__ = ("kind", "parse")
+
+    def __init__(self, kind: ReaderKind, parse: Callable[[str], T]) -> None:
+        self.kind = kind
+        self.parse = parse
 
     def __call__(self, value: str) -> T:
         return self.parse(value)
@@ -210,7 +219,7 @@ read_port = read_integer(minimum=1, maximum=65535)
 
 
 def _url(value: str) -> str:
-    if value and not _URL.fullmatch(value):
+    if value and not re.fullmatch(_URL, value):
         raise ValueError("expected an http(s) URL such as https://hub-mirror.example.com")
     return value.rstrip("/")
 
@@ -218,11 +227,11 @@ def _url(value: str) -> str:
 read_url = Reader("url", _url)  # an http(s) URL, or empty
 
 
-def read_name(pattern: re.Pattern[str], what: str, *, limit: int, empty: bool = False) -> Reader[str]:
-    """A Kubernetes name of the given pattern (empty allowed when `empty`)."""
+def read_name(pattern: str, what: str, *, limit: int, empty: bool = False) -> Reader[str]:
+    """A Kubernetes name of the given pattern (modelcache.contract.annotation.DNS_*; empty allowed when `empty`)."""
 
     def read(value: str) -> str:
-        if (value or not empty) and (len(value) > limit or not pattern.fullmatch(value)):
+        if (value or not empty) and (len(value) > limit or not re.fullmatch(pattern, value)):
             raise ValueError(f"expected {what} (lowercase letters, digits and '-', at most {limit} characters)")
         return value
 

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from modelcache.cache.layout import CacheLayout
-from modelcache.cache.locking import LockSettings, LockState, ModelLock
+from modelcache.cache.locking import LockState, ModelLock
 from modelcache.cache.owners import Identity
+from modelcache.cache.patience import LockSettings
 from modelcache.contract.errors import LockTimeoutError
 
 KEY = "hf_org_model_main_0123456789abcdef"
@@ -23,7 +24,7 @@ HOLDER = """
 import sys, time
 from pathlib import Path
 from modelcache.cache.layout import CacheLayout
-from modelcache.cache.locking import LockSettings
+from modelcache.cache.patience import LockSettings
 from modelcache.cache.owners import Identity, Progress
 from modelcache.cache.locking import ModelLock
 layout = CacheLayout(Path(sys.argv[1])); layout.ensure()

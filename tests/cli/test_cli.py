@@ -181,7 +181,7 @@ def test_rm_refuses_while_the_model_is_locked_then_removes_it(hub: HubServer, ca
 HOLD_LOCK = """
 import sys, time
 from pathlib import Path
-from modelcache.cache.locking import LockSettings
+from modelcache.cache.patience import LockSettings
 from modelcache.cache.layout import CacheLayout
 from modelcache.cache.owners import Identity
 from modelcache.cache.locking import ModelLock
