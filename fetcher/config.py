@@ -181,3 +181,58 @@ def available_cpus(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> float:
 def default_workers() -> int:
     """Two download threads per usable CPU, 2 to 8: more only make hashing and copying compete."""
     return int(min(8, max(2, round(2 * available_cpus()))))
+
+
+# Every variable the fetcher reads: (name, default, meaning). The webhook sets the first group.
+ENVIRONMENT: tuple[tuple[str, str, str], ...] = (
+    (wire.SOURCE_ENV, "(required)", "the model: hf://org/name[@revision], s3://bucket/prefix or https://host/file"),
+    (wire.MODEL_KEY_ENV, "(required)", "its key (checked against the source and include patterns)"),
+    (wire.INCLUDE_ENV, "(all files)", "comma-separated include patterns"),
+    (wire.CACHE_ROOT_ENV, "(required)", "where the cache volume is mounted"),
+    (wire.MODEL_PATH_ENV, "<root>/ready/<key>", "the cache's link to the ready model (checked)"),
+    (wire.PIN_PATH_ENV, "(none)", "the pod's pin: a link here to the exact version it got (the app's MODEL_PATH)"),
+    (wire.SHARED_CACHE_ENV, "true", "false for a pod that opted out (pod-local emptyDir)"),
+    (wire.REFRESH_ENV, "false", "true: re-resolve a branch or tag and publish the newest version"),
+    (wire.POD_NAME_ENV, "the host name", "who we are, for the owner and pin records"),
+    (wire.POD_NAMESPACE_ENV, "(none)", "our namespace, for the owner and pin records"),
+    (wire.POD_UID_ENV, "(none)", "our pod's UID, for the pin record"),
+    (wire.NODE_NAME_ENV, "unknown", "our node, for the owner record"),
+    (wire.SECRET_NAME_ENV, "(none)", "the annotated Secret, named in messages"),
+    (wire.ALLOW_HTTP_ENV, "false", "accept an http:// source (the webhook sets it when its settings allow http)"),
+    (wire.HTTP_AUTHORIZATION_ENV, "(none)", "the Authorization header for https sources (from the Secret)"),
+    ("MODELCACHE_S3_ADDRESSING_STYLE", "path with a custom endpoint", "path, virtual or auto"),
+    (wire.LOCK_TIMEOUT_ENV, "1h", "give up waiting for another pod's download after this long (exit 7)"),
+    (wire.TAKEOVER_AFTER_ENV, "10m", "take over a lock whose holder shows no heartbeat this long; 0 never"),
+    ("MODELCACHE_LOCK_POLL", "1s", "time between two tries for the lock (+-50 %)"),
+    ("MODELCACHE_LOCK_LOG_EVERY", "10s", "how often a waiter logs who holds the lock and how far it got"),
+    ("MODELCACHE_HEARTBEAT", "5s", "how often the holder refreshes its owner record"),
+    ("MODELCACHE_STALE_AFTER", "1m", "report a holder without a heartbeat this long as STALE"),
+    ("MODELCACHE_LOCKING", "true", "false disables the lock (correctness does not need it)"),
+    ("MODELCACHE_WORKERS", "2 per usable CPU, 2 to 8", "parallel file downloads"),
+    ("MODELCACHE_CONNECT_TIMEOUT", "10s", "connect timeout of each request"),
+    ("MODELCACHE_READ_TIMEOUT", "1m", "read timeout of each request"),
+    ("MODELCACHE_RETRIES", "8", "attempts per request, for resolving and for each file"),
+    ("MODELCACHE_RETRY_BASE", "500ms", "backoff base (exponential, full jitter, capped at 30 s; Retry-After wins)"),
+    (wire.TERMINATION_LOG_ENV, wire.TERMINATION_LOG_PATH, "where the final one-paragraph message goes"),
+    ("MODELCACHE_LOG_FORMAT", "text", "text or json; every line names the model key"),
+    ("HF_ENDPOINT, HF_TOKEN", "https://huggingface.co", "the Hub (or a mirror) and its token"),
+    ("AWS_*", "boto3's chain", "S3: AWS_ENDPOINT_URL, keys, AWS_ROLE_ARN + AWS_WEB_IDENTITY_TOKEN_FILE, ..."),
+)
+
+
+def help_text() -> str:
+    """`modelcache-fetch --help`: the environment contract with the webhook."""
+    import textwrap
+
+    intro = "usage: modelcache-fetch   (or python -m fetcher)\n\n" + textwrap.fill(
+        "The init container the modelcache webhook injects: makes the model ready on the cache volume (a "
+        "cache hit, or one download shared by every pod), links the pod's MODEL_PATH to it and exits 0. "
+        "Otherwise it exits with a code that tells the kind of failure (docs/fetcher.md) and a message in "
+        "the termination log. It takes no arguments: the webhook configures it through these variables.",
+        110,
+    )
+    lines = [intro, "", "Environment:"]
+    for name, default, meaning in ENVIRONMENT:
+        lines.append(f"  {name}  (default: {default})")
+        lines += textwrap.wrap(meaning, 100, initial_indent="      ", subsequent_indent="      ")
+    return "\n".join(lines) + "\n"

@@ -13,7 +13,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
 from fetcher.plan import RemoteFile
@@ -41,9 +41,10 @@ def download_all(
     """Download every file into attempt_dir/data/<path>; the first final error stops the others."""
     cancel = threading.Event()
     ordered = sorted(files, key=lambda f: -f.size)  # big files first: they bound the wall time
-    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="modelcache-download") as pool:
+    pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="modelcache-download")
+    try:
         futures = [pool.submit(_download_one, source, f, attempt_dir, on_bytes, retry_policy, cancel) for f in ordered]
-        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        done = _wait_interruptibly(futures)
         errors = [f.exception() for f in done if f.exception() is not None]
         if errors:
             cancel.set()
@@ -51,6 +52,28 @@ def download_all(
             first = next((e for e in errors if not isinstance(e, CancelledError)), errors[0])
             if first is not None:
                 raise first
+    except BaseException:
+        # A signal (SIGTERM: the pod is being deleted) lands here as StoppedError: do not wait for reads in
+        # flight, the caller exits the process; what the workers wrote so far is resumable like after SIGKILL.
+        cancel.set()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+
+
+SIGNAL_CHECK = 0.2  # seconds between the main thread's looks at pending signals while downloads run
+
+
+def _wait_interruptibly(futures: list[Future[None]]) -> set[Future[None]]:
+    """Wait until all are done or one failed, waking often enough for a signal handler to run.
+
+    A process-directed signal may be delivered to a download thread; Python then runs the handler only
+    when the main thread next executes bytecode, which a wait without a timeout would put off to the end.
+    """
+    while True:
+        done, pending = wait(futures, timeout=SIGNAL_CHECK, return_when=FIRST_EXCEPTION)
+        if not pending or any(f.exception() is not None for f in done):
+            return done
 
 
 class _FileState:

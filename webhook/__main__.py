@@ -10,15 +10,18 @@ from pathlib import Path
 from aiohttp import web
 
 from modelcache.runtime.logs import configure_logging
-from modelcache.runtime.settings import SettingsError
+from modelcache.runtime.settings import SettingsError, answer_help
 from webhook.app import create_app
-from webhook.config import Settings
+from webhook.config import Settings, help_text
 from webhook.tls import TlsReloader
 
 log = logging.getLogger("webhook")
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    answered = answer_help(sys.argv[1:] if argv is None else argv, help_text, program="modelcache-webhook")
+    if answered is not None:
+        return answered
     try:
         settings = Settings.from_env(os.environ)
     except SettingsError as err:

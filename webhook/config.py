@@ -186,3 +186,46 @@ _READERS: dict[str, Reader[Any]] = {
     "log_format": read_choice(*FORMATS),
     "log_level": read_choice(*LEVELS),
 }
+
+MEANINGS = {
+    "fetcher_image": "image of the injected init container; pin it by digest in production",
+    "fetcher_image_pull_policy": "Always, IfNotPresent or Never",
+    "pvc_name": "the cache PVC in the pod's namespace, when MODELCACHE_VOLUME_STATUS is empty",
+    "mount_path": "default mount path of the cache (the modelcache.io/mount-path annotation overrides it)",
+    "fetcher_cpu_request": "the fetcher's CPU request (modelcache.io/fetcher-cpu-request overrides it)",
+    "fetcher_cpu_limit": "the fetcher's CPU limit: hashing and parallel downloads use up to this much",
+    "fetcher_memory_request": "the fetcher's memory request",
+    "fetcher_memory_limit": "the fetcher's memory limit (it streams to disk: its memory does not grow with the model)",
+    "pod_local_size_limit": "size limit of the emptyDir that replaces the cache for pods that opt out",
+    "scratch_size_limit": "size limit of the fetcher's private /tmp",
+    "fetcher_uid": "the UID the fetcher runs as when the pod itself runs as root",
+    "fetcher_lock_timeout": "how long a pod's fetcher waits for another pod's download of the same model",
+    "fetcher_takeover_after": "take over the lock of a holder without a heartbeat for this long; 0 never",
+    "hf_endpoint": "a Hub mirror for hf:// models, passed to the fetcher as HF_ENDPOINT",
+    "s3_endpoint": "an S3-compatible endpoint, passed to the fetcher as AWS_ENDPOINT_URL",
+    "allow_http": "accept http:// model URLs; only inside a network you trust",
+    "volume_status": "<namespace>/<name> of the controller's volume status ConfigMap; empty: MODELCACHE_PVC_NAME",
+    "kube_api_url": "the Kubernetes API, for the volume status (in a pod: from KUBERNETES_SERVICE_HOST)",
+    "kube_token_file": "bearer token file, read again on every request (projected tokens rotate)",
+    "kube_ca_file": "CA of the API server",
+    "host": "listen address",
+    "port": "listen port (HTTPS)",
+    "tls_dir": "directory with tls.crt and tls.key (a mounted kubernetes.io/tls Secret)",
+    "tls_min_version": "1.2 or 1.3",
+    "tls_reload_seconds": "how often the certificate files are checked for a change",
+    "log_format": "text or json (one object per line)",
+    "log_level": "DEBUG, INFO, WARNING or ERROR; INFO logs one line per review",
+}
+
+
+def help_text() -> str:
+    """`modelcache-webhook --help`."""
+    from modelcache.runtime.settings import help_text as render
+
+    return render(
+        Settings,
+        _READERS,
+        MEANINGS,
+        intro="usage: modelcache-webhook\n\nThe modelcache admission webhook: serves POST /mutate (AdmissionReview "
+        "v1) over HTTPS, /healthz, /readyz and /metrics. docs/configuration.md has every setting.",
+    )

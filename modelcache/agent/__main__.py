@@ -9,12 +9,12 @@ import sys
 import time
 from types import FrameType
 
-from modelcache.agent.config import AgentSettings
+from modelcache.agent.config import AgentSettings, help_text
 from modelcache.agent.loop import Agent
 from modelcache.contract.quantities import format_duration
 from modelcache.runtime import httpd
 from modelcache.runtime.logs import configure_logging
-from modelcache.runtime.settings import SettingsError
+from modelcache.runtime.settings import SettingsError, answer_help
 
 log = logging.getLogger("modelcache.agent")
 
@@ -61,8 +61,11 @@ def run(settings: AgentSettings) -> int:
     return 0
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     """Read the settings, set up logging, run."""
+    answered = answer_help(sys.argv[1:] if argv is None else argv, help_text, program="python -m modelcache.agent")
+    if answered is not None:
+        return answered
     try:
         settings = AgentSettings.from_env(os.environ)
     except SettingsError as err:

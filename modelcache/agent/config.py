@@ -97,3 +97,37 @@ _READERS: dict[str, Reader[Any]] = {
     "log_format": read_choice(*FORMATS),
     "log_level": read_choice(*LEVELS),
 }
+
+MEANINGS = {
+    "cache_root": "where the cache PVC is mounted (required; /cache in the manifests)",
+    "namespace": "its own namespace, where its Lease is (the manifests set it from the pod)",
+    "identity": "its name in the Lease, before a unique suffix (the manifests set the pod name)",
+    "lease_name": "the Lease: one replica acts at a time",
+    "lease_duration": "a standby takes over a Lease whose record has not changed this long on its own clock",
+    "lease_renew_deadline": "the leader stops acting after this long without a successful renewal",
+    "lease_retry_period": "how often candidates try and the leader renews",
+    "check_unused_cached_models_every": "MLIS's checkUnusedCachedModelsEvery: time between two purge rounds",
+    "purge_unused_cached_models_after": "MLIS's purgeUnusedCachedModelsAfter: a model no live pod used this long goes",
+    "purge_min_free": "watermark: below this free space (50Gi, or 10% of the volume) unused models go early, LRU first",
+    "purge_dry_run": "log each round's decisions; remove nothing",
+    "staging_after": "download attempts with no progress for this long are removed",
+    "outcomes_after": "fetch outcome records older than this are removed",
+    "scan_every": "how often the metrics are refreshed",
+    "pods_namespace": "ask only this namespace for live pods: for a volume no other namespace mounts",
+    "metrics_port": "GET /metrics (Prometheus) and GET /healthz",
+    "log_format": "text or json (one object per line)",
+    "log_level": "DEBUG, INFO, WARNING or ERROR",
+}
+
+
+def help_text() -> str:
+    """`modelcache agent --help`."""
+    from modelcache.runtime.settings import help_text as render
+
+    return render(
+        AgentSettings,
+        _READERS,
+        MEANINGS,
+        intro="usage: modelcache agent   (or python -m modelcache.agent)\n\nThe cache agent: purges models no live pod "
+        "used for a while, on a schedule, and serves the cache's metrics, under a Lease, beside one cache volume.",
+    )

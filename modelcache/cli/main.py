@@ -410,10 +410,19 @@ def _parser() -> argparse.ArgumentParser:
     verify.set_defaults(run=cmd_verify)
     _add_removal_commands(commands)
     agent = commands.add_parser(
-        "agent", help="run the cache agent: scheduled purge and /metrics (settings from MODELCACHE_*)"
+        "agent",
+        help="run the cache agent: scheduled purge and /metrics (settings from MODELCACHE_*)",
+        description=_agent_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     agent.set_defaults(run=cmd_agent)
     return parser
+
+
+def _agent_help() -> str:
+    from modelcache.agent.config import help_text
+
+    return help_text().split("\n", 2)[2]  # without its usage line: argparse writes its own
 
 
 def _add_fetch_commands(commands: Any) -> None:

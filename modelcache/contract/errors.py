@@ -89,3 +89,10 @@ class TransferError(FetchError):
 
     exit_code = 8
     reason = "TransferFailed"
+
+
+class StoppedError(FetchError):
+    """The fetcher was told to stop (SIGTERM: the pod is being deleted); what was staged stays resumable."""
+
+    exit_code = 143  # 128 + SIGTERM, as a process killed by it would report
+    reason = "Stopped"

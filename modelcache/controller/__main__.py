@@ -25,13 +25,13 @@ from urllib3.exceptions import HTTPError
 from certs.cluster import reconcile_certificates
 from modelcache.contract.volumes import NamespaceVolume
 from modelcache.controller import kube
-from modelcache.controller.config import ControllerSettings
+from modelcache.controller.config import ControllerSettings, help_text
 from modelcache.controller.volumes import plan_volumes
 from modelcache.runtime import httpd
 from modelcache.runtime.kube import api_message, connect
 from modelcache.runtime.leader import LeaderElector, LeaderLoop
 from modelcache.runtime.logs import configure_logging
-from modelcache.runtime.settings import SettingsError
+from modelcache.runtime.settings import SettingsError, answer_help
 
 log = logging.getLogger("controller")
 RETRY_AFTER_ERROR = 5.0  # seconds before a failed pass is tried again
@@ -141,7 +141,10 @@ def _health(controller: Controller) -> httpd.Route:
     return check
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    answered = answer_help(sys.argv[1:] if argv is None else argv, help_text, program="modelcache-controller")
+    if answered is not None:
+        return answered
     try:
         settings = ControllerSettings.from_env(os.environ)
     except SettingsError as err:

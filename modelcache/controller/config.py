@@ -108,3 +108,40 @@ _READERS: dict[str, Reader[Any]] = {
     "log_format": read_choice(*FORMATS),
     "log_level": read_choice(*LEVELS),
 }
+
+MEANINGS = {
+    "namespace": "its own namespace (the manifests set it from the pod)",
+    "identity": "its name in the Lease, before a unique suffix (the manifests set the pod name)",
+    "lease_name": "the Lease for leader election",
+    "lease_duration": "a standby takes over a Lease whose record has not changed this long on its own clock",
+    "lease_renew_deadline": "the leader stops acting after this long without a successful renewal",
+    "lease_retry_period": "how often candidates try and the leader renews",
+    "volume_mode": "existing, provision or clone: how each namespace gets its cache PVC",
+    "claim_name": "name of the cache PVC in every namespace",
+    "storage_class": "the ReadWriteMany StorageClass for provision and clone (required there)",
+    "storage_size": "size of the PVCs it creates",
+    "bypass_storage_check": "clone volume types other than nfs and hostPath; skip the single-node provisioner check",
+    "volume_pending_deadline": "a cache PVC Pending for longer is reported as an error, and its namespace denied",
+    "resync_every": "full reconcile and status heartbeat (watches wake it sooner)",
+    "manage_certificates": "issue and rotate the webhook's certificates; false with cert-manager",
+    "webhook_configuration": "the MutatingWebhookConfiguration whose caBundle it publishes",
+    "service_name": "the webhook's Service: its DNS names go into the serving certificate",
+    "tls_secret": "Secret with the serving pair (mounted by the webhook)",
+    "ca_secret": "Secret with the CA key (read by the controller only)",
+    "certificate_check_every": "how often certificates are checked for renewal",
+    "log_format": "text or json (one object per line)",
+    "log_level": "DEBUG, INFO, WARNING or ERROR",
+}
+
+
+def help_text() -> str:
+    """`modelcache-controller --help`."""
+    from modelcache.runtime.settings import help_text as render
+
+    return render(
+        ControllerSettings,
+        _READERS,
+        MEANINGS,
+        intro="usage: modelcache-controller\n\nThe modelcache controller: a cache PVC for every namespace that runs "
+        "modelcache pods, the webhook's certificates and their rotation, under a Lease. Serves /healthz on 8081.",
+    )

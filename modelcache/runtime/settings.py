@@ -20,6 +20,7 @@ Standard library only: the fetcher's cache-hit path imports this module.
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import fields
 from datetime import timedelta
@@ -120,6 +121,67 @@ def load_settings(cls: type[T], readers: Mapping[str, Reader[Any]], environ: Map
     if problems:
         raise SettingsError(what, problems)
     return settings
+
+
+# --- help ---------------------------------------------------------------------------------------------
+def help_text(cls: type, readers: Mapping[str, Reader[Any]], meanings: Mapping[str, str], *, intro: str) -> str:
+    """`--help` for a program configured by MODELCACHE_* variables: each with its default and meaning."""
+    import textwrap  # only for --help
+
+    paragraphs = [textwrap.fill(paragraph, 110) for paragraph in intro.strip().split("\n\n")]
+    lines = [
+        "\n\n".join(paragraphs),
+        "",
+        "Settings (environment variables, read once at start; every problem is reported at once):",
+    ]
+    for f in fields(cls):
+        default = shown_default(f.default, readers[f.name].kind)
+        lines.append(f"  {ENV_PREFIX}{f.name.upper()}  (default: {default})")
+        lines += textwrap.wrap(meanings[f.name], 100, initial_indent="      ", subsequent_indent="      ")
+    lines += ["", GRAMMAR]
+    return "\n".join(lines) + "\n"
+
+
+GRAMMAR = (
+    "Durations: a number and ms, s, m, h, d or w (90s, 1h30m, 1w). Sizes: Kubernetes quantities (100Gi, 50G). "
+    "Booleans: true/false, 1/0, yes/no, on/off. Unknown MODELCACHE_* names are refused; Kubernetes service "
+    "links (MODELCACHE_*_SERVICE_HOST, ...) are ignored."
+)
+
+
+def shown_default(value: object, kind: str) -> str:
+    """A default as a person would write it: 1h, 30s, true, (none)."""
+    if isinstance(value, timedelta):
+        return duration_text(value.total_seconds())
+    if kind == "duration" and isinstance(value, int | float):
+        return duration_text(float(value))
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value) if value != "" else "(none)"
+
+
+def duration_text(seconds: float) -> str:
+    """The shortest exact form in our grammar: 1w, 3m, 1500ms, 0."""
+    if seconds == 0:
+        return "0"
+    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds * 1000:g}ms" if seconds < 1 else f"{seconds:g}s"
+
+
+def answer_help(argv: list[str], text: Callable[[], str], *, program: str) -> int | None:
+    """For programs that take no arguments: 0 after printing `--help`, 2 for anything else, None to run."""
+    if not argv:
+        return None
+    if argv in (["--help"], ["-h"]):
+        sys.stdout.write(text())
+        return 0
+    sys.stderr.write(
+        f"{program} takes no arguments ({' '.join(argv)!r}); its settings come from MODELCACHE_* "
+        f"variables: {program} --help lists them\n"
+    )
+    return 2
 
 
 # --- readers ------------------------------------------------------------------------------------------

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -106,3 +108,63 @@ def test_without_record_locks_a_removal_is_refused_unless_forced(hub: HubServer,
     # The repository's blobs cannot be guarded against a download of the same repository here: they stay.
     assert "this filesystem has no record locks" in forced.stdout
     assert os.listdir(cache / "hub") == ["models--tiny--model"]
+
+
+def wait_for_part(cache: Path, process: subprocess.Popen[bytes], log: Path) -> Path:
+    deadline = time.monotonic() + 60
+    while True:
+        parts = [p for p in cache.rglob("*.part") if p.stat().st_size > 0]
+        if parts:
+            return parts[0]
+        assert process.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.02)
+
+
+def test_sigterm_during_a_download_stops_at_once_keeps_what_was_staged_and_frees_the_lock(
+    hub: HubServer, cache: Path, tmp_path: Path
+) -> None:
+    hub.faults.bytes_per_second = 512 << 10  # 4 MiB in ~8 s: SIGTERM comes mid-file
+    env = fetcher_environment("hf://tiny/big", cache, pod="deleted", extra={"HF_ENDPOINT": hub.url})
+    fetcher = start_fetcher(env, log=tmp_path / "deleted.log")
+    part = wait_for_part(cache, fetcher, tmp_path / "deleted.log")
+    fetcher.send_signal(signal.SIGTERM)
+    assert fetcher.wait(timeout=5) == 143  # not the 30 s of a grace period ending in SIGKILL (137)
+    message = (tmp_path / "deleted.termination-log").read_text()
+    assert "Stopped: stopped by SIGTERM" in message
+    assert "the next start resumes it" in message
+    staged = part.stat().st_size
+    assert staged > 0  # kept for the next pod
+    hub.faults.bytes_per_second = None
+    again = run_fetcher(fetcher_environment("hf://tiny/big", cache, pod="next", extra={"HF_ENDPOINT": hub.url}))
+    assert again.returncode == 0, again.stderr
+    assert "waiting" not in again.stderr  # the lock was free at once
+    assert "resuming after" in again.stderr
+    assert check_ready(CacheLayout(cache), BIG) is not None
+
+
+def test_sigterm_while_waiting_for_another_pods_download_stops_at_once(
+    hub: HubServer, cache: Path, tmp_path: Path
+) -> None:
+    hub.faults.bytes_per_second = 256 << 10
+    holder = start_fetcher(
+        fetcher_environment("hf://tiny/big", cache, pod="holder", extra={"HF_ENDPOINT": hub.url}),
+        log=tmp_path / "holder.log",
+    )
+    wait_for_part(cache, holder, tmp_path / "holder.log")
+    waiter_env = fetcher_environment(
+        "hf://tiny/big", cache, pod="waiter", extra={"HF_ENDPOINT": hub.url, "MODELCACHE_LOCK_POLL": "100ms"}
+    )
+    waiter = start_fetcher(waiter_env, log=tmp_path / "waiter.log")
+    deadline = time.monotonic() + 30
+    while "waiting" not in (tmp_path / "waiter.log").read_text():
+        assert time.monotonic() < deadline, (tmp_path / "waiter.log").read_text()
+        time.sleep(0.05)
+    waiter.send_signal(signal.SIGTERM)
+    try:
+        assert waiter.wait(timeout=5) == 143
+        assert "Stopped" in (tmp_path / "waiter.termination-log").read_text()
+        assert holder.poll() is None  # the other pod's download goes on
+    finally:
+        holder.kill()
+        holder.wait()
