@@ -22,7 +22,7 @@ from modelcache.cache.layout import CacheLayout
 from modelcache.cache.markers import Marker, check_ready
 from modelcache.cache.outcomes import OutcomeRecord, write_outcome
 from modelcache.cache.usage import record_pin, record_use
-from modelcache.contract.errors import ConfigError, DiskFullError, FetchError
+from modelcache.contract.errors import CacheNotWritableError, ConfigError, DiskFullError, FetchError
 from modelcache.contract.quantities import format_bytes
 from modelcache.contract.sources import HttpSource, HubSource, S3Source
 from modelcache.contract.wire import PIN_MOUNT_PATH, PIN_VOLUME_NAME
@@ -92,9 +92,10 @@ class Outcome:
 
 def ensure_model(settings: FetchSettings, *, environ: Mapping[str, str]) -> Outcome:
     """Make the model ready under the cache root, and the pod's pin point at the version it got."""
-    outcome = _make_ready(settings, environ)
-    if settings.pin_path is not None:
-        if settings.shared:  # first the record, then the link: no moment where the pod reads an unrecorded version
+    try:
+        outcome = _make_ready(settings, environ)
+        if settings.pin_path is not None and settings.shared:
+            # first the record, then the link: no moment where the pod reads an unrecorded version
             record_pin(
                 CacheLayout(settings.cache_root),
                 namespace=settings.namespace,
@@ -103,8 +104,25 @@ def ensure_model(settings: FetchSettings, *, environ: Mapping[str, str]) -> Outc
                 key=settings.key,
                 model_dir=outcome.path,
             )
+    except OSError as err:
+        from modelcache.cache.permissions import denied_message, is_denied  # only on this failure
+
+        if is_denied(err) and _on_volume(err, settings.cache_root):
+            raise CacheNotWritableError(
+                denied_message(err, settings.cache_root, uid_setting=FETCHER_UID_SETTING)
+            ) from err
+        raise
+    if settings.pin_path is not None:
         pin(settings.pin_path, str(settings.cache_root / outcome.path))
     return outcome
+
+
+FETCHER_UID_SETTING = "MODELCACHE_FETCHER_UID"  # webhook/config.py: the UID of fetchers in pods that run as root
+
+
+def _on_volume(err: OSError, root: Path) -> bool:
+    paths = [p for p in (err.filename, err.filename2) if p]
+    return any(Path(p) == root or root in Path(p).parents for p in paths)
 
 
 def pin(path: Path, target: str) -> None:
@@ -304,8 +322,8 @@ def _has_size(path: Path, size: int) -> bool:
 
 def record_run(settings: FetchSettings, outcome: Outcome | None, error: FetchError | None, seconds: float) -> None:
     """The outcome record on the shared volume (a pod that opted out has no shared volume to tell)."""
-    if not settings.shared:
-        return
+    if not settings.shared or isinstance(error, CacheNotWritableError):
+        return  # no shared volume to tell, or one that refuses our writes
     write_outcome(
         CacheLayout(settings.cache_root),
         OutcomeRecord(

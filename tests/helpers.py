@@ -4,6 +4,7 @@ process, a kubeconfig for the API stand-in."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -101,3 +102,17 @@ def run_pass(controller: Any, now: Any) -> None:
     """One pass of the controller as the leader: the Lease taken or renewed first (its thread would)."""
     controller.elector.try_acquire_or_renew()
     controller.step(now)
+
+
+def private_mount_namespace() -> list[str] | None:
+    """A way to get a private mount namespace here (root, or unprivileged user namespaces), or None."""
+    if shutil.which("unshare") is None:
+        return None
+    for way in (
+        ["unshare", "--mount", "--propagation", "private"],
+        ["unshare", "--user", "--map-root-user", "--mount"],
+    ):
+        probe = subprocess.run([*way, "true"], capture_output=True, check=False)
+        if probe.returncode == 0:
+            return way
+    return None

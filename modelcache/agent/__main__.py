@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import time
+from pathlib import Path
 from types import FrameType
 
 from modelcache.agent.config import AgentSettings, help_text
@@ -45,6 +46,7 @@ def run(settings: AgentSettings) -> int:
         healthy = time.monotonic() - agent.alive_at < 60
         return (200, httpd.TEXT, b"ok\n") if healthy else (503, httpd.TEXT, b"stuck\n")
 
+    prepare_volume_root(Path(settings.cache_root))
     httpd.serve(settings.metrics_port, {"/healthz": health, "/metrics": agent.metrics.exposition})
     log.info(
         "modelcache cache agent %s on %s: purge every %s, unused after %s%s%s; pods %s; metrics on :%d",
@@ -59,6 +61,27 @@ def run(settings: AgentSettings) -> int:
     )
     agent.run()
     return 0
+
+
+def prepare_volume_root(root: Path) -> None:
+    """Open the volume root to fetchers of every UID if this agent may (it owns it); else say what to do.
+
+    The agent runs as a non-root UID with no capabilities, like everything we run: it changes the mode
+    only of a root it owns, never by privilege. /metrics shows the state as modelcache_cache_root_open.
+    """
+    from modelcache.cache.permissions import PathFacts, prepare_root, whoami
+
+    try:
+        log.info("%s", prepare_root(root))
+    except OSError as err:
+        log.warning(
+            "the cache volume root %s is not writable for every UID, and this agent (%s) may not change it (%s): "
+            "fetchers that do not run as its owner fail with CacheNotWritable (exit 10). Prepare it once "
+            '(docs/install.md, "Prepare the volume")',
+            PathFacts.of(root).text(),
+            whoami(),
+            err.strerror,
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

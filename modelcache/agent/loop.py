@@ -34,6 +34,7 @@ from modelcache.cache.inventory import free_space, list_models
 from modelcache.cache.layout import CacheLayout
 from modelcache.cache.outcomes import COUNTED_SUFFIX, claim_outcome, read_outcomes
 from modelcache.cache.owners import Identity
+from modelcache.cache.permissions import open_to_all
 from modelcache.cache.purge import PurgePolicy, PurgeReport, Round, read_watermark, run_purge
 from modelcache.contract.pods import PodRef
 from modelcache.contract.quantities import format_bytes, format_duration
@@ -209,6 +210,7 @@ class Agent:
         started = time.monotonic()
         models = list_models(self.layout)
         free, total = free_space(self.layout)
-        snapshot = Snapshot(time.time(), models, free, total, time.monotonic() - started)
+        root_open = open_to_all(self.layout.root)
+        snapshot = Snapshot(time.time(), models, free, total, time.monotonic() - started, root_open)
         self.metrics.cache.snapshot = snapshot
         return snapshot

@@ -41,6 +41,7 @@ class Snapshot:
     free_bytes: int
     total_bytes: int
     seconds: float  # how long the scan took
+    root_open: bool  # every UID may write the volume root (modelcache.cache.permissions)
 
 
 class CacheCollector:
@@ -87,6 +88,11 @@ class CacheCollector:
                 used.add_metric([model.key, model.source], model.idle_since or 0.0)
         yield size
         yield used
+        yield GaugeMetricFamily(
+            "modelcache_cache_root_open",
+            "1 if fetchers of every UID may write the volume root, 0 if only its owner may (they fail: exit 10).",
+            value=1.0 if snapshot.root_open else 0.0,
+        )
         yield GaugeMetricFamily(
             "modelcache_cache_scan_timestamp_seconds", "When the cache was last scanned (Unix time).", value=snapshot.at
         )

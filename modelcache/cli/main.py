@@ -300,6 +300,24 @@ def cmd_rm(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+# --- prepare ------------------------------------------------------------------------------------------
+def cmd_prepare(args: argparse.Namespace, out: TextIO) -> int:
+    """Open the volume root to fetchers of every UID: run once, as its owner or as root."""
+    from modelcache.cache.permissions import PathFacts, prepare_root, whoami
+
+    layout = _layout(args)
+    try:
+        out.write(prepare_root(layout.root) + "\n")
+    except PermissionError as err:
+        out.write(
+            f"cannot change the mode of {PathFacts.of(layout.root).text()} as {whoami()} ({err.strerror}): run "
+            "this as the directory's owner or as root (on NFS with root_squash, on the server, or set the "
+            'provisioner\'s permissions: docs/install.md, "Prepare the volume")\n'
+        )
+        return 1
+    return 0
+
+
 # --- agent --------------------------------------------------------------------------------------------
 def cmd_agent(args: argparse.Namespace, out: TextIO) -> int:
     from modelcache.agent.__main__ import run as run_agent
@@ -409,6 +427,10 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--json", action="store_true")
     verify.set_defaults(run=cmd_verify)
     _add_removal_commands(commands)
+    prepare = commands.add_parser(
+        "prepare", help="make the volume root writable for fetchers of every UID (once, as its owner or root)"
+    )
+    prepare.set_defaults(run=cmd_prepare)
     agent = commands.add_parser(
         "agent",
         help="run the cache agent: scheduled purge and /metrics (settings from MODELCACHE_*)",

@@ -96,3 +96,10 @@ class StoppedError(FetchError):
 
     exit_code = 143  # 128 + SIGTERM, as a process killed by it would report
     reason = "Stopped"
+
+
+class CacheNotWritableError(FetchError):
+    """The cache volume refuses the fetcher's writes: its root's owner and mode, or a read-only mount."""
+
+    exit_code = 10
+    reason = "CacheNotWritable"

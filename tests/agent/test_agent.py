@@ -37,7 +37,16 @@ Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 class Agent:
     """`modelcache agent` in its own process, as the Deployment runs it."""
 
-    def __init__(self, cache: Path, kubeconfig: Path, identity: str, tmp_path: Path, **settings: str) -> None:
+    def __init__(
+        self,
+        cache: Path,
+        kubeconfig: Path,
+        identity: str,
+        tmp_path: Path,
+        *,
+        prefix: tuple[str, ...] = (),
+        **settings: str,
+    ) -> None:
         self.port = free_port()
         self.log = tmp_path / f"{identity}.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith("MODELCACHE_")}
@@ -53,7 +62,7 @@ class Agent:
         }
         with self.log.open("wb") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "modelcache", "agent"], env=env, stdout=out, stderr=out
+                [*prefix, sys.executable, "-m", "modelcache", "agent"], env=env, stdout=out, stderr=out
             )
 
     def scrape(self) -> Samples:
@@ -215,6 +224,38 @@ def test_without_the_pod_list_a_purge_round_removes_nothing(
     assert value(samples, "modelcache_fetches_total", outcome="failed", reason="Other") == 1
     assert value(samples, "modelcache_fetches_total", outcome="hit", reason="") == 0
     assert "skipped the outcome record" in log
+
+
+def test_the_agent_opens_a_volume_root_it_owns_to_fetchers_of_every_uid(
+    cache: Path, tmp_path: Path, kube: tuple[KubeApi, Path], agents: list[Agent]
+) -> None:
+    _, kubeconfig = kube
+    cache.chmod(0o755)  # as a provisioner makes it, for the agent's UID
+    agent = Agent(cache, kubeconfig, "agent-0", tmp_path)
+    agents.append(agent)
+    samples = agent.wait_for("a scan", lambda s: ("modelcache_cache_root_open", ()) in s)
+    assert value(samples, "modelcache_cache_root_open") == 1
+    assert cache.stat().st_mode & 0o777 == 0o777
+    assert "is now mode 0777: fetchers of any UID can write it" in agent.log.read_text()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give the volume root another owner")
+def test_a_volume_root_the_agent_may_not_open_is_reported_and_the_agent_runs_on(
+    cache: Path, tmp_path: Path, kube: tuple[KubeApi, Path], agents: list[Agent]
+) -> None:
+    _, kubeconfig = kube
+    os.chown(cache, 12345, 12345)
+    cache.chmod(0o755)
+    unprivileged = ("setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner,-chown")  # judged as a plain UID
+    agent = Agent(cache, kubeconfig, "agent-0", tmp_path, prefix=unprivileged)
+    agents.append(agent)
+    samples = agent.wait_for("a scan", lambda s: ("modelcache_cache_root_open", ()) in s)
+    assert value(samples, "modelcache_cache_root_open") == 0
+    assert cache.stat().st_mode & 0o777 == 0o755
+    log = agent.log.read_text()
+    assert f"the cache volume root {cache} (owner 12345:12345, mode 0755) is not writable for every UID" in log
+    assert "fail with CacheNotWritable (exit 10)" in log
+    assert agent.stop() == 0
 
 
 def test_bad_agent_settings_stop_it_with_every_problem_named(cache: Path) -> None:

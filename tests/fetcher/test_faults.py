@@ -18,28 +18,14 @@ from devtools.hubserver import HubServer
 from modelcache.cache.layout import CacheLayout
 from modelcache.cache.markers import check_ready
 from modelcache.contract import keys, sources
-from tests.helpers import modelcache
+from tests.helpers import modelcache, private_mount_namespace
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 BIG = keys.model_key(sources.parse_source("hf://tiny/big"))
 TINY = keys.model_key(sources.parse_source("hf://tiny/model"))
 
 
-def _unshare() -> list[str] | None:
-    """A way to get a private mount namespace here (root, or unprivileged user namespaces), or None."""
-    if shutil.which("unshare") is None:
-        return None
-    for way in (
-        ["unshare", "--mount", "--propagation", "private"],
-        ["unshare", "--user", "--map-root-user", "--mount"],
-    ):
-        probe = subprocess.run([*way, "true"], capture_output=True, check=False)
-        if probe.returncode == 0:
-            return way
-    return None
-
-
-UNSHARE = _unshare()
+UNSHARE = private_mount_namespace()
 
 
 @pytest.mark.skipif(UNSHARE is None, reason="no private mount namespace here (needs root or user namespaces)")

@@ -83,6 +83,7 @@ def test_the_chart_lints_cleanly_for_the_oldest_supported_kubernetes(values: dic
         ({"cacheAgent": {"namespaces": ["Team_B"]}}, "'/cacheAgent/namespaces/0'"),
         ({"fetcher": {"lockTimeout": "3600"}}, "'/fetcher/lockTimeout'"),  # a bare number has no unit
         ({"fetcher": {"takeoverAfter": "ten minutes"}}, "'/fetcher/takeoverAfter'"),
+        ({"fetcher": {"uid": 0}}, "'/fetcher/uid'"),  # root is what runAsNonRoot refuses
     ],
 )
 def test_bad_values_are_refused_naming_the_value_and_the_rule(values: dict[str, Any], message: str) -> None:
@@ -94,13 +95,15 @@ def test_bad_values_are_refused_naming_the_value_and_the_rule(values: dict[str, 
 def test_the_fetchers_patience_reaches_the_webhook_settings_which_accept_it() -> None:
     from webhook.config import Settings
 
-    values = {"fetcher": {"lockTimeout": "3h", "takeoverAfter": "0"}}
+    values = {"fetcher": {"lockTimeout": "3h", "takeoverAfter": "0", "uid": 1000}}
     data = one(render_chart(values), "ConfigMap", "modelcache-webhook-settings")["data"]
     assert (data["MODELCACHE_FETCHER_LOCK_TIMEOUT"], data["MODELCACHE_FETCHER_TAKEOVER_AFTER"]) == ("3h", "0")
     settings = Settings.from_env({**data, "KUBERNETES_SERVICE_HOST": "10.96.0.1"})  # as in the pod
     assert (settings.fetcher_lock_timeout, settings.fetcher_takeover_after) == (10800.0, 0.0)
+    assert settings.fetcher_uid == 1000  # the owner of a volume root only it may write
     defaults = one(render_chart({}), "ConfigMap", "modelcache-webhook-settings")["data"]
     assert "MODELCACHE_FETCHER_LOCK_TIMEOUT" not in defaults  # the defaults are the webhook's own
+    assert "MODELCACHE_FETCHER_UID" not in defaults
 
 
 def test_mlis_values_keep_their_meaning() -> None:
