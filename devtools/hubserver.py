@@ -142,6 +142,7 @@ class Faults:
     wrong_digest: set[str] = field(default_factory=set)  # declare a wrong sha256 / oid for these
     ignore_range: bool = False
     cut_next_after: int | None = None  # the next file body stops after this many bytes (connection closed)
+    listed_twice: set[str] = field(default_factory=set)  # a broken mirror: these paths appear twice in the tree
 
 
 class HubServer:
@@ -264,6 +265,7 @@ class HubServer:
         folders = sorted({p.rsplit("/", 1)[0] for p in paths if "/" in p})
         entries += [{"type": "directory", "path": f, "size": 0, "oid": "0" * 40} for f in folders]
         entries += [self._entry(f) for f in files]
+        entries += [self._entry(f) for f in files if f.path in self.faults.listed_twice]
         start = int(request.query.get("cursor", "0"))
         page = entries[start : start + PAGE_SIZE]
         response = web.json_response(page)

@@ -205,15 +205,17 @@ def _fetch_under_lock(
 
 
 def _resolve(source: Source, settings: FetchSettings) -> Plan:
-    """The source's resolve(), with the same retry policy as downloads."""
+    """The source's resolve(), with the same retry policy as downloads; a listing no directory holds is refused."""
+    from fetcher.plan import check_listing
     from fetcher.retrying import retry
 
-    return retry(
+    plan = retry(
         source.resolve,
         policy=settings.retry,
         what=f"resolving {settings.source.uri}",
         advice="Check that the source is reachable from the node.",
     )
+    return check_listing(plan, source=settings.source.uri)
 
 
 def open_source(settings: FetchSettings, layout: CacheLayout, environ: Mapping[str, str]) -> Source:
@@ -289,7 +291,8 @@ def _download_and_publish(
             source, missing, attempt, workers=settings.workers, on_bytes=progress.add, retry_policy=settings.retry
         )
         if hub is not None:
-            model_dir = publish_hub(layout, hub, plan, attempt)
+            builder = settings.key if exclusive else f"{settings.key}.{attempt.name}"
+            model_dir = publish_hub(layout, hub, plan, attempt, builder=builder)
         else:
             model_dir = publish_store(layout, settings.key, plan, attempt)
         marker = publish_ready(

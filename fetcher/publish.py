@@ -25,8 +25,12 @@ from modelcache.contract.sources import HubSource
 _TAKEN = (errno.EEXIST, errno.ENOTEMPTY)
 
 
-def publish_hub(layout: CacheLayout, source: HubSource, plan: Plan, attempt_dir: Path) -> Path:
-    """Blobs, then the snapshot, then refs/<revision>; returns the snapshot directory."""
+def publish_hub(layout: CacheLayout, source: HubSource, plan: Plan, attempt_dir: Path, *, builder: str) -> Path:
+    """Blobs, then the snapshot, then refs/<revision>; returns the snapshot directory.
+
+    `builder` names the temporary snapshot: the model key while we hold its lock, so that the next run
+    of the key removes what a killed one left; a name of this attempt alone when there is no lock.
+    """
     repo = layout.hub_repo(source.repo_id)
     repo.ensure()
     for file in plan.files:
@@ -35,9 +39,11 @@ def publish_hub(layout: CacheLayout, source: HubSource, plan: Plan, attempt_dir:
             os.replace(staged_path(attempt_dir, file), blob)
     fsync_dir(repo.blobs)
     snapshot = repo.snapshot(plan.version)
+    # A temporary snapshot of a run killed mid-build is ours to remove, whether this run builds again or
+    # finds the snapshot published meanwhile by another include set.
+    building = repo.snapshots / f".{plan.version}.{builder}.tmp"
+    shutil.rmtree(building, ignore_errors=True)
     if not snapshot.exists():
-        building = repo.snapshots / f".{plan.version}.{attempt_dir.name}.tmp"
-        shutil.rmtree(building, ignore_errors=True)
         _link_files(building, repo, plan)
         try:
             os.rename(building, snapshot)  # the whole snapshot appears at once

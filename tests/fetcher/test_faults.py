@@ -3,6 +3,7 @@ without record locks. Real processes, a real tmpfs, real errnos."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -99,7 +100,7 @@ def test_without_record_locks_a_removal_is_refused_unless_forced(hub: HubServer,
 def wait_for_part(cache: Path, process: subprocess.Popen[bytes], log: Path) -> Path:
     deadline = time.monotonic() + 60
     while True:
-        parts = [p for p in cache.rglob("*.part") if p.stat().st_size > 0]
+        parts = [p for p in cache.rglob("weights.bin.part") if p.stat().st_size > 0]  # the 4 MiB file
         if parts:
             return parts[0]
         assert process.poll() is None, log.read_text()
@@ -154,3 +155,35 @@ def test_sigterm_while_waiting_for_another_pods_download_stops_at_once(
     finally:
         holder.kill()
         holder.wait()
+
+
+MANY = {f"shard-{i:04d}.json": f'{{"shard": {i}}}'.encode() for i in range(3000)}
+
+
+def test_a_kill_while_the_snapshot_is_built_leaves_nothing_once_the_next_run_publishes(tmp_path: Path) -> None:
+    from huggingface_hub import scan_cache_dir
+
+    from devtools.hubserver import HubRepo
+
+    cache = tmp_path / "cache"
+    snapshots = cache / "hub" / "models--tiny--many" / "snapshots"
+    with HubServer([HubRepo.single("tiny/many", MANY)]) as hub:
+        env = fetcher_environment("hf://tiny/many", cache, extra={"HF_ENDPOINT": hub.url})
+        for _ in range(5):  # the window is a few hundred milliseconds of 3,000 links: catch it
+            shutil.rmtree(cache, ignore_errors=True)
+            cache.mkdir()
+            fetcher = start_fetcher(env, log=tmp_path / "killed.log")
+            building: list[str] = []
+            while fetcher.poll() is None and not building:
+                with contextlib.suppress(FileNotFoundError):
+                    building = [n for n in os.listdir(snapshots) if n.startswith(".")]
+            fetcher.kill()
+            fetcher.wait()
+            if building:
+                break
+        assert building, "no fetcher was caught building its snapshot"
+        again = run_fetcher(env)
+        assert again.returncode == 0, again.stderr
+    assert [n for n in os.listdir(snapshots) if n.startswith(".")] == []
+    (repo,) = scan_cache_dir(cache / "hub").repos
+    assert [len(r.files) for r in repo.revisions] == [len(MANY)]  # one revision, whole

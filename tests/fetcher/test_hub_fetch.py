@@ -319,3 +319,29 @@ def test_a_pin_path_inside_the_cache_is_refused(cache: Path) -> None:
     assert f"{wire.PIN_PATH_ENV}={str(cache / 'ready' / 'x')!r} is not an absolute path outside the cache" in (
         result.stderr
     )
+
+
+def _staged_files(cache: Path) -> list[Path]:
+    return [p for p in (cache / ".modelcache" / "staging").rglob("*") if p.is_file()]
+
+
+def test_a_listing_with_a_file_inside_a_file_is_refused_before_anything_is_staged(cache: Path) -> None:
+    from devtools.hubserver import HubRepo
+
+    with HubServer([HubRepo.single("odd/tree", {"config.json": b"{}", "sub": b"a", "sub/inner": b"b"})]) as odd:
+        result = fetch(odd, cache, "hf://odd/tree")
+    assert result.returncode == 5, result.stderr
+    message = termination_message(cache)
+    assert "IntegrityError" in message
+    assert "lists both a file 'sub' and a file 'sub/inner' inside it" in message
+    assert "nothing was downloaded" in message
+    assert _staged_files(cache) == []
+    assert not (cache / "hub" / "models--odd--tree" / "snapshots").exists()
+
+
+def test_a_listing_that_names_a_file_twice_is_refused_naming_it(hub: HubServer, cache: Path) -> None:
+    hub.faults.listed_twice = {"config.json"}
+    result = fetch(hub, cache)
+    assert result.returncode == 5, result.stderr
+    assert "lists 'config.json' twice" in termination_message(cache)
+    assert _staged_files(cache) == []

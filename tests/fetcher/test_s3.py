@@ -139,3 +139,14 @@ def test_an_object_replaced_after_the_listing_is_refused_not_mixed(moto: str, bu
         assert not (cache / "ready" / key).exists()  # nothing of either version was published
     finally:
         s3.put_object(Bucket="models", Key="llama/v1/tokenizer.json", Body=FILES["tokenizer.json"])
+
+
+def test_an_s3_prefix_with_a_key_inside_a_key_is_refused_at_resolve(moto: str, bucket: str, cache: Path) -> None:
+    s3 = s3_client(moto)
+    s3.put_object(Bucket="models", Key="odd/sub", Body=b"a")  # S3 holds both; no directory can
+    s3.put_object(Bucket="models", Key="odd/sub/inner", Body=b"b")
+    result = run_fetcher(fetcher_environment("s3://models/odd", cache, extra=aws_env(moto)))
+    assert result.returncode == 5, result.stderr
+    message = (cache.parent / "pod-0.termination-log").read_text()
+    assert "s3://models/odd lists both a file 'sub' and a file 'sub/inner' inside it" in message
+    assert not [p for p in (cache / ".modelcache" / "staging").rglob("*") if p.is_file()]
