@@ -162,17 +162,8 @@ def _fetch_under_lock(
     never resolves (no Hub call, no rate limit spent, no network library imported). The model it gets
     is the version the cache resolved, the same no-drift rule as for any later pod.
     """
-    from modelcache.cache.locking import ModelLock
-    from modelcache.cache.owners import Identity
-
     layout.ensure()
-    lock = ModelLock(
-        layout,
-        settings.key,
-        identity=Identity.here(pod=settings.pod, namespace=settings.namespace, node=settings.node),
-        settings=settings.lock,
-        source=settings.source.uri,
-    )
+    lock = model_lock(settings, layout)
     waiting_since = time.monotonic()
     lock.acquire()
     waited = time.monotonic() - waiting_since
@@ -182,7 +173,7 @@ def _fetch_under_lock(
         if marker is None:
             source = open_source(settings, layout, environ)
             try:
-                plan = _resolve(source, settings)
+                plan = resolve(source, settings)
                 log.info(
                     "%s: %d file(s), %s, version %s",
                     settings.source.uri,
@@ -204,7 +195,21 @@ def _fetch_under_lock(
     return Outcome.of(kind, settings, marker, started, waited_seconds=waited)
 
 
-def _resolve(source: Source, settings: FetchSettings) -> Plan:
+def model_lock(settings: FetchSettings, layout: CacheLayout) -> ModelLock:
+    """The model's lock, held in this fetcher's name (its owner record says pod, node and source)."""
+    from modelcache.cache.locking import ModelLock
+    from modelcache.cache.owners import Identity
+
+    return ModelLock(
+        layout,
+        settings.key,
+        identity=Identity.here(pod=settings.pod, namespace=settings.namespace, node=settings.node),
+        settings=settings.lock,
+        source=settings.source.uri,
+    )
+
+
+def resolve(source: Source, settings: FetchSettings) -> Plan:
     """The source's resolve(), with the same retry policy as downloads; a listing no directory holds is refused."""
     from fetcher.plan import check_listing
     from fetcher.retrying import retry

@@ -166,33 +166,19 @@ def _remove_files(layout: CacheLayout, key: str, marker: Marker | None, *, reaso
     return removed
 
 
-def discard_damaged(layout: CacheLayout, key: str, files: list[str], *, identity: Identity) -> None:
-    """Before a repair: make the model not ready and drop its damaged files, under its lock.
+def unready(layout: CacheLayout, key: str, *, identity: Identity) -> None:
+    """Before the fetcher publishes a model again whose links (not files) are wrong: drop its marker, under its lock.
 
-    Hub models lose only the damaged blobs (the fetcher counts a blob of the right size as present);
-    an s3:// or https:// model loses its whole version directory, which is only ever published whole.
+    Nothing else goes: the files are intact (verify found no file damaged), the fetcher re-links them, and
+    a live pod's pin keeps reading them meanwhile. Damaged files are repaired in place instead
+    (fetcher.repair: verified copies renamed over them).
     """
     lock = ModelLock(layout, key, identity=identity, settings=LockSettings())
     if lock.try_acquire(purpose="repair") is None:
         raise RemovalRefusedError(f"{key} is locked: a download is under way; repair it when that is done")
     try:
-        marker = read_marker(layout, key)
-        if marker is None:
-            return
-        layout.marker_path(key).unlink()
-        model_dir = layout.root / marker.path
-        repo = layout.hub_repo_of(marker.path)
-        if repo is not None:
-            for name in files:
-                with contextlib.suppress(OSError):
-                    blob = repo.blob(os.path.basename(os.readlink(model_dir / name)))
-                    log.warning(
-                        "removing the damaged blob of %s before fetching it again", name, extra={"model_key": key}
-                    )
-                    blob.unlink()
-        else:
-            log.warning("removing %s before fetching it again", marker.path, extra={"model_key": key})
-            discard(layout, model_dir)
+        log.warning("publishing %s again: its links are wrong", key, extra={"model_key": key})
+        layout.marker_path(key).unlink(missing_ok=True)
     finally:
         lock.release()
 

@@ -25,11 +25,11 @@ from typing import Any, TextIO
 from modelcache.cache.collection import Ages
 from modelcache.cache.inventory import CacheEntry, Damage, free_space, list_models, model_keys, verify_model
 from modelcache.cache.layout import CacheLayout
-from modelcache.cache.markers import read_marker
+from modelcache.cache.markers import Marker, read_marker
 from modelcache.cache.owners import Identity
 from modelcache.cache.pins import live_use, pods_of
 from modelcache.cache.purge import PurgePolicy, Round, read_watermark, run_purge
-from modelcache.cache.removal import RemovalCheck, RemovalRefusedError, discard_damaged, remove_model
+from modelcache.cache.removal import RemovalCheck, RemovalRefusedError, remove_model, unready
 from modelcache.cli.progress import Meter
 from modelcache.contract.annotation import parse_include
 from modelcache.contract.errors import ContractError, FetchError
@@ -163,8 +163,7 @@ def cmd_verify(args: argparse.Namespace, out: TextIO) -> int:
             unrepaired[key] = "no ready marker says what it was: `modelcache prefetch <uri>` fetches it again"
             continue
         try:
-            discard_damaged(layout, key, [d.file for d in bad[key]], identity=_identity("verify"))
-            repaired[key] = _fetch(layout, marker.source, marker.include, refresh=False, log_format=args.log_format)
+            repaired[key] = _repair(layout, marker, [d.file for d in bad[key] if d.file], log_format=args.log_format)
         except (RemovalRefusedError, FetchError) as err:
             unrepaired[key] = f"not repaired: {err}"
     if args.json:
@@ -183,6 +182,14 @@ def cmd_verify(args: argparse.Namespace, out: TextIO) -> int:
             if key in repaired or key in unrepaired:
                 out.write(f"          {repaired.get(key) or unrepaired[key]}\n")
     return 1 if any(k not in repaired for k in bad) else 0
+
+
+def _repair(layout: CacheLayout, marker: Marker, damaged: list[str], *, log_format: str) -> str:
+    if not damaged:  # only its links are wrong: published again from the files it has
+        unready(layout, marker.key, identity=_identity("verify"))
+        return _fetch(layout, marker.source, marker.include, refresh=False, log_format=log_format)
+    # Replaced in place by verified copies: the model stays ready, no reader finds a file missing.
+    return _download(log_format, marker.key, lambda local: local.repair(layout, marker, damaged))
 
 
 # --- prefetch / refresh -------------------------------------------------------------------------------
@@ -215,16 +222,21 @@ def cmd_prefetch(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _fetch(layout: CacheLayout, uri: str, include: tuple[str, ...], *, refresh: bool, log_format: str) -> str:
+    key = model_key(parse_source(uri, allow_http=True), include)
+    return _download(log_format, key, lambda lf: lf.fetch(layout, uri, include, refresh=refresh))
+
+
+def _download(log_format: str, key: str, work: Callable[[Any], str]) -> str:
     """The fetcher in this process: only where the fetcher's libraries are (its image, `pip install '.[cli]'`)."""
     try:
-        from modelcache.cli.localfetch import fetch
+        from modelcache.cli import localfetch
     except ImportError as err:  # the webhook image: it purges and measures, it does not download
         raise UsageError(
             f"this installation cannot download ({err.name} is missing): run prefetch, refresh and verify --repair "
             "from the fetcher image or after `pip install 'modelcache[cli]'`, or use `prefetch --job`"
         ) from err
-    _configure_logging(log_format, key=model_key(parse_source(uri, allow_http=True), include))
-    return fetch(layout, uri, include, refresh=refresh)
+    _configure_logging(log_format, key=key)
+    return work(localfetch)
 
 
 # --- purge / rm ---------------------------------------------------------------------------------------

@@ -120,6 +120,63 @@ def test_verify_finds_a_damaged_file_and_repair_fetches_it_again(hub: HubServer,
     assert modelcache(cache, "verify").stdout.strip() == f"ok        {BIG}"
 
 
+def test_a_repair_never_leaves_a_reader_without_the_file_nor_the_model_unready(hub: HubServer, cache: Path) -> None:
+    populate(hub, cache, "hf://tiny/big")
+    weights = Path(wire.model_path(str(cache), BIG)) / "weights.bin"
+    original = weights.read_bytes()
+    blob = weights.resolve()
+    blob.chmod(0o644)
+    blob.write_bytes(bytes(b ^ 0xFF for b in original[:16]) + original[16:])
+    hub.faults.bytes_per_second = 1 << 20  # 4 MiB in ~4 s: a long repair window to look into
+    repair = subprocess.Popen(
+        [sys.executable, "-m", "modelcache", "--cache", str(cache), "verify", "hf://tiny/big", "--repair"],
+        env={**os.environ, "HF_ENDPOINT": hub.url, "KUBECONFIG": "/nonexistent"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    looks = missing = unready = 0
+    while repair.poll() is None:
+        looks += 1
+        try:
+            with weights.open("rb") as reader:  # what a serving pod does through its MODEL_PATH
+                reader.read(16)
+        except FileNotFoundError:
+            missing += 1
+        unready += read_marker(CacheLayout(cache), BIG) is None
+        time.sleep(0.005)
+    output = repair.communicate()[0]
+    assert repair.returncode == 0, output
+    assert looks > 100  # the repair took long enough to be watched
+    assert (missing, unready) == (0, 0)
+    assert weights.read_bytes() == original
+    assert "repaired 1 file(s), 4.0 MiB, of version" in output
+    assert modelcache(cache, "verify").stdout.strip() == f"ok        {BIG}"
+    assert not [p for p in (cache / ".modelcache" / "staging").rglob("*") if p.is_file()]
+
+
+def test_a_repair_of_an_s3_model_replaces_the_file_in_its_version_directory(moto: str, cache: Path) -> None:
+    from tests.helpers import aws_env, s3_client
+
+    s3 = s3_client(moto)
+    s3.create_bucket(Bucket="repair")
+    s3.put_object(Bucket="repair", Key="m/config.json", Body=b'{"a": 1}', ChecksumAlgorithm="SHA256")
+    s3.put_object(Bucket="repair", Key="m/weights.bin", Body=os.urandom(1 << 20), ChecksumAlgorithm="SHA256")
+    warmed = modelcache(cache, "prefetch", "s3://repair/m", env=aws_env(moto))
+    assert warmed.returncode == 0, warmed.stderr
+    config = Path(wire.model_path(str(cache), keys.model_key(sources.parse_source("s3://repair/m")))) / "config.json"
+    config.write_bytes(b'{"a": 2}')
+    repaired = modelcache(cache, "verify", "s3://repair/m", "--repair", env=aws_env(moto))
+    assert repaired.returncode == 0, repaired.stdout + repaired.stderr
+    assert config.read_bytes() == b'{"a": 1}'
+    s3.put_object(Bucket="repair", Key="m/config.json", Body=b'{"a": 3}', ChecksumAlgorithm="SHA256")
+    config.write_bytes(b'{"a": 2}')
+    refused = modelcache(cache, "verify", "s3://repair/m", "--repair", env=aws_env(moto))
+    assert refused.returncode == 1
+    assert "which the source no longer serves: a repair would mix two versions" in refused.stdout
+    assert "`modelcache refresh` fetches the new version whole" in refused.stdout
+
+
 def test_prefetch_warms_the_cache_so_that_pods_hit(hub: HubServer, cache: Path) -> None:
     warmed = modelcache(cache, "prefetch", "hf://tiny/model", env={"HF_ENDPOINT": hub.url})
     assert warmed.returncode == 0, warmed.stderr
