@@ -1,12 +1,14 @@
 """Run a command on a small real volume that fills up while it runs: a tmpfs in a mount namespace of its own.
 
-    python -m devtools.small_volume SIZE DIR FILL_WHEN -- COMMAND...
+    python -m devtools.small_volume SIZE DIR FILL_WHEN [--again] -- COMMAND...
 
 Mounts a tmpfs of SIZE (``8m``) on DIR, visible only to this process and its children (nothing leaks
 into the machine's mounts), runs COMMAND, and as soon as a file matching the glob FILL_WHEN appears
 under DIR (a ``*.part`` of a download), fills the rest of the volume, so the command's next write gets a
-real ENOSPC. Prints what it did to stderr, exits with the command's status. Needs root or unprivileged
-user namespaces (the caller re-executes it under ``unshare``).
+real ENOSPC. Prints what it did to stderr, exits with the command's status. With ``--again``, once the
+command ended it prints ``small_volume: first run exited N`` and every file left under DIR with its
+size, frees the space it filled and runs COMMAND once more on the same volume (its status is then the
+exit status). Needs root or unprivileged user namespaces (the caller re-executes it under ``unshare``).
 """
 
 from __future__ import annotations
@@ -36,11 +38,24 @@ def fill(directory: Path) -> int:
 
 
 def main() -> int:
-    size, directory, pattern, separator, *command = sys.argv[1:]
+    size, directory, pattern, *rest = sys.argv[1:]
+    again = rest[:1] == ["--again"]
+    separator, *command = rest[1:] if again else rest
     if separator != "--" or not command:
         sys.exit(__doc__)
     root = Path(directory)
     subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0777", "tmpfs", str(root)], check=True)
+    code = run_filling(command, root, pattern)
+    if not again:
+        return code
+    sys.stderr.write(f"small_volume: first run exited {code}\n")
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.name != ".filler"):
+        sys.stderr.write(f"small_volume: left {path.relative_to(root)} {path.stat().st_size}\n")
+    (root / ".filler").unlink(missing_ok=True)
+    return subprocess.run(command, check=False).returncode
+
+
+def run_filling(command: list[str], root: Path, pattern: str) -> int:
     child = subprocess.Popen(command)
     filled = False
     while child.poll() is None:

@@ -309,8 +309,9 @@ def _download_and_publish(
             model_dir=model_dir,
         )
     except DiskFullError:
-        staging.remove_attempt(attempt)  # give the space back; nothing was published
-        raise
+        if not any(staging.staged_bytes(attempt, f) for f in missing):
+            staging.remove_attempt(attempt)  # nothing in it to resume
+        raise  # what is staged stays (verified files, and the partial one): the next start resumes it
     finally:
         if guard is not None:
             guard.release()

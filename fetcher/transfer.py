@@ -19,7 +19,7 @@ from pathlib import Path
 from fetcher.plan import RemoteFile
 from fetcher.retrying import CancelledError, RetryableError, RetryPolicy, retry
 from fetcher.sources import Source
-from fetcher.staging import part_path, staged_path
+from fetcher.staging import part_path, staged_bytes, staged_path
 from modelcache.cache.digests import Digests, hash_file
 from modelcache.cache.files import FILE_MODE, make_shared_dir
 from modelcache.contract.errors import DiskFullError, IntegrityError
@@ -50,6 +50,8 @@ def download_all(
             cancel.set()
             wait(futures)
             first = next((e for e in errors if not isinstance(e, CancelledError)), errors[0])
+            if isinstance(first, _OutOfSpaceError):
+                raise _disk_full(first.path, files, attempt_dir) from first
             if first is not None:
                 raise first
     except BaseException:
@@ -167,10 +169,7 @@ def _stream(
         os.fsync(fd)
     except OSError as err:
         if err.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise DiskFullError(
-                f"the cache volume ran out of space while writing {file.path}. Free space on it (purge unused "
-                "models) or make it bigger; nothing was published."
-            ) from err
+            raise _OutOfSpaceError(file.path) from err
         raise
     finally:
         os.close(fd)
@@ -190,6 +189,28 @@ def _verify(file: RemoteFile, part: Path, state: _FileState) -> None:
             f"{file.path} failed verification: {problem}. Nothing was published. The pod will download it "
             "again; if this repeats, the source serves corrupt data or declares a wrong digest."
         )
+
+
+class _OutOfSpaceError(Exception):
+    """ENOSPC or EDQUOT while writing this file; download_all makes the DiskFullError, with the sizes."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self.path = path
+
+
+def _disk_full(path: str, files: tuple[RemoteFile, ...], attempt_dir: Path) -> DiskFullError:
+    """What a full volume mid-download means: how much more, how much is free, and that nothing is lost."""
+    staged = sum(staged_bytes(attempt_dir, f) for f in files)
+    needed = sum(f.size for f in files) - staged
+    stats = os.statvfs(attempt_dir)
+    free = stats.f_bavail * stats.f_frsize
+    return DiskFullError(
+        f"the cache volume ran out of space while writing {path}: the model needs {format_bytes(needed)} more "
+        f"but only {format_bytes(free)} is free ({needed} > {free} bytes). The {format_bytes(staged)} already "
+        "on disk stay staged, and the next start resumes them. Free space (purge unused models) or make the "
+        "volume bigger; nothing was published."
+    )
 
 
 def check_free_space(root: Path, needed: int) -> None:

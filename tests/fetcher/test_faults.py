@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -30,13 +31,16 @@ UNSHARE = private_mount_namespace()
 
 
 @pytest.mark.skipif(UNSHARE is None, reason="no private mount namespace here (needs root or user namespaces)")
-def test_a_volume_that_fills_up_mid_download_is_disk_full_and_publishes_nothing(hub: HubServer, tmp_path: Path) -> None:
+def test_a_volume_that_fills_up_mid_download_keeps_what_is_staged_and_names_the_sizes(
+    hub: HubServer, tmp_path: Path
+) -> None:
     assert UNSHARE is not None
     cache = tmp_path / "cache"
     cache.mkdir()
-    hub.faults.bytes_per_second = 2 << 20  # 4 MiB take ~2 s: the volume fills while they stream
+    hub.faults.bytes_per_second = 2 << 20  # 4 MiB take ~2 s: the volume fills while weights.bin streams
     env = fetcher_environment("hf://tiny/big", cache, extra={"HF_ENDPOINT": hub.url, "PYTHONPATH": str(ROOT)})
-    volume = [sys.executable, "-m", "devtools.small_volume", "64m", str(cache), "*.part", "--"]
+    # Filled once config.json is downloaded and verified; then space is freed and the fetcher runs again.
+    volume = [sys.executable, "-m", "devtools.small_volume", "64m", str(cache), "config.json", "--again", "--"]
     result = subprocess.run(
         [*UNSHARE, *volume, sys.executable, "-m", "fetcher"],
         env=env,
@@ -46,11 +50,20 @@ def test_a_volume_that_fills_up_mid_download_is_disk_full_and_publishes_nothing(
         check=False,
     )
     assert "small_volume: filled" in result.stderr, result.stderr
-    assert result.returncode == 6, result.stderr
-    message = (tmp_path / "pod-0.termination-log").read_text()
-    assert "DiskFull" in message
-    assert "ran out of space while writing weights.bin" in message
+    assert "small_volume: first run exited 6" in result.stderr, result.stderr
+    (message,) = [line for line in result.stderr.splitlines() if "DiskFull" in line]
+    assert "ran out of space while writing weights.bin: the model needs " in message
+    assert re.search(r"needs [\d.]+ [KM]iB more but only [\d.]+ (B|KiB) is free \(\d+ > \d+ bytes\)", message), message
+    assert "already on disk stay staged, and the next start resumes them" in message
     assert "nothing was published" in message
+    left = dict(re.findall(r"small_volume: left (\S+) (\d+)", result.stderr))
+    assert any(path.endswith("/data/config.json") for path in left), left  # verified, kept
+    assert any(path.endswith("/data/weights.bin.part") and int(n) > 0 for path, n in left.items()), left
+    assert result.returncode == 0, result.stderr  # the second run, with space again
+    assert "resuming after" in result.stderr
+    config_gets = [p for method, p, _ in hub.requests if method == "GET" and p.endswith("/config.json")]
+    assert len(config_gets) == 1  # never downloaded again
+    assert hub.bytes_served < 1.25 * (4 << 20)  # weights.bin resumed, not restarted
 
 
 @pytest.fixture(scope="session")
