@@ -12,6 +12,7 @@ import contextlib
 import errno
 import os
 import shutil
+import stat
 import time
 from pathlib import Path
 
@@ -80,7 +81,8 @@ def publish_store(layout: CacheLayout, key: str, plan: Plan, attempt_dir: Path) 
         return final  # only ever created by a rename of a complete, verified tree
     data = attempt_dir / "data"
     for directory, _, _ in os.walk(data):
-        os.chmod(directory, SHARED_DIR_MODE)
+        if stat.S_IMODE(os.stat(directory).st_mode) != SHARED_DIR_MODE:  # made by make_shared_dir, maybe by another UID
+            os.chmod(directory, SHARED_DIR_MODE)
     try:
         os.rename(data, final)
     except OSError as err:

@@ -55,11 +55,12 @@ def claim_attempt(layout: CacheLayout, key: str, version: str, *, exclusive: boo
     now = time.time()
     candidates = []
     for entry in base.iterdir():
-        # Only attempts at the same version, and our own UID's: another UID's partial files are 0644.
+        # Attempts at the same version, of any UID: the directories are 0777, verified files are renamed
+        # as they are, and a partial file of another UID is copied into one of ours (fetcher.transfer).
         if entry.name.startswith(version + ".") and entry.is_dir():
             with contextlib.suppress(OSError):
                 stat = entry.stat()
-                if stat.st_uid == os.geteuid() and (exclusive or now - stat.st_mtime > stale_after):
+                if exclusive or now - stat.st_mtime > stale_after:
                     candidates.append((tree_bytes(entry), entry))
     for size, entry in sorted(candidates, reverse=True):
         try:

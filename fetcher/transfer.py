@@ -20,7 +20,7 @@ from fetcher.plan import RemoteFile
 from fetcher.retrying import CancelledError, RetryableError, RetryPolicy, retry
 from fetcher.sources import Source
 from fetcher.staging import part_path, staged_bytes, staged_path
-from modelcache.cache.digests import Digests, hash_file
+from modelcache.cache.digests import HASH_CHUNK, Digests, hash_file
 from modelcache.cache.files import FILE_MODE, make_shared_dir
 from modelcache.contract.errors import DiskFullError, IntegrityError
 from modelcache.contract.quantities import format_bytes
@@ -124,13 +124,31 @@ def _resume(part: Path, file: RemoteFile) -> _FileState:
         size = part.stat().st_size
     except FileNotFoundError:
         return state
-    if size > file.size:
+    if part.stat().st_uid != os.geteuid():
+        # A dead holder of another UID (pods of other workloads share the volume): its 0644 file is
+        # not ours to append to, so its bytes go into a file of ours, hashed on the way.
+        state.digests = _adopt(part, file, min(size, file.size))
+    elif size > file.size:
         os.truncate(part, 0)
         return state
-    state.digests = hash_file(part, file)
-    if size:
-        log.info("%s: resuming after %s already on disk", file.path, format_bytes(size))
+    else:
+        state.digests = hash_file(part, file)
+    if state.offset:
+        log.info("%s: resuming after %s already on disk", file.path, format_bytes(state.offset))
     return state
+
+
+def _adopt(part: Path, file: RemoteFile, size: int) -> Digests:
+    """Copy the first `size` bytes of another UID's partial file into one of ours in its place; their digests."""
+    digests = Digests(file)
+    mine = part.with_name(f".{part.name}.{os.getpid()}.adopt")
+    with part.open("rb") as theirs, open(mine, "wb") as ours:
+        os.fchmod(ours.fileno(), FILE_MODE)
+        while chunk := theirs.read(min(HASH_CHUNK, size - digests.size)):
+            ours.write(chunk)
+            digests.update(chunk)
+    os.replace(mine, part)  # the directory is 0777: any UID may replace an entry in it
+    return digests
 
 
 def _stream(
