@@ -30,6 +30,7 @@ from modelcache.contract.wire import PIN_MOUNT_PATH, PIN_VOLUME_NAME
 if TYPE_CHECKING:  # the hit path does not import them: they bring threads and the transfer machinery
     from fetcher.plan import Plan
     from fetcher.sources import Source
+    from fetcher.transfer import Tally
     from modelcache.cache.locking import ModelLock
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,8 @@ class Outcome:
     key: str
     version: str
     path: str
-    bytes_downloaded: int = 0
+    bytes_downloaded: int = 0  # fetched from the source by this run
+    bytes_resumed: int = 0  # already staged by an earlier, interrupted attempt
     seconds: float = 0.0
     waited_seconds: float = 0.0
 
@@ -60,6 +62,7 @@ class Outcome:
         *,
         waited_seconds: float = 0.0,
         bytes_downloaded: int = 0,
+        bytes_resumed: int = 0,
     ) -> Outcome:
         return cls(
             kind,
@@ -67,6 +70,7 @@ class Outcome:
             marker.version,
             marker.path,
             bytes_downloaded=bytes_downloaded,
+            bytes_resumed=bytes_resumed,
             seconds=time.monotonic() - started,
             waited_seconds=waited_seconds,
             shared=settings.shared,
@@ -84,8 +88,9 @@ class Outcome:
                 f"ready after waiting {self.waited_seconds:.0f} s for another pod's download: {self.path} "
                 f"(version {self.version})"
             )
+        resumed = f", resumed {format_bytes(self.bytes_resumed)} already staged" if self.bytes_resumed else ""
         return (
-            f"downloaded {format_bytes(self.bytes_downloaded)} in {self.seconds:.1f} s "
+            f"downloaded {format_bytes(self.bytes_downloaded)} in {self.seconds:.1f} s{resumed} "
             f"(waited {self.waited_seconds:.0f} s for the lock): {self.path} (version {self.version})"
         )
 
@@ -167,7 +172,7 @@ def _fetch_under_lock(
     waiting_since = time.monotonic()
     lock.acquire()
     waited = time.monotonic() - waiting_since
-    downloaded: int | None = None  # None: nothing was downloaded, the model was ready after the lock
+    downloaded: Tally | None = None  # None: nothing was downloaded, the model was ready after the lock
     try:
         marker = None if settings.refresh else check_ready(layout, settings.key)
         if marker is None:
@@ -190,7 +195,15 @@ def _fetch_under_lock(
         lock.release()
     record_use(layout, settings.key)
     if downloaded is not None:
-        return Outcome.of("downloaded", settings, marker, started, waited_seconds=waited, bytes_downloaded=downloaded)
+        return Outcome.of(
+            "downloaded",
+            settings,
+            marker,
+            started,
+            waited_seconds=waited,
+            bytes_downloaded=downloaded.fetched,
+            bytes_resumed=downloaded.resumed,
+        )
     kind: Literal["hit", "waited"] = "waited" if waited >= settings.lock.poll else "hit"
     return Outcome.of(kind, settings, marker, started, waited_seconds=waited)
 
@@ -267,7 +280,7 @@ def open_source(settings: FetchSettings, layout: CacheLayout, environ: Mapping[s
 
 def _download_and_publish(
     settings: FetchSettings, layout: CacheLayout, source: Source, plan: Plan, lock: ModelLock
-) -> tuple[Marker, int]:
+) -> tuple[Marker, Tally]:
     from fetcher import staging
     from fetcher.publish import publish_hub, publish_ready, publish_store
     from fetcher.transfer import check_free_space, download_all
@@ -292,7 +305,7 @@ def _download_and_publish(
     progress.add(plan.total_bytes - sum(f.size for f in missing))
     try:
         check_free_space(layout.root, sum(f.size - staging.staged_bytes(attempt, f) for f in missing))
-        download_all(
+        tally = download_all(
             source, missing, attempt, workers=settings.workers, on_bytes=progress.add, retry_policy=settings.retry
         )
         if hub is not None:
@@ -319,7 +332,7 @@ def _download_and_publish(
     if exclusive:
         staging.remove_dead_attempts(layout, settings.key)
     log.info("published %s at %s; %s is ready", settings.source.uri, marker.path, settings.model_path)
-    return marker, sum(f.size for f in missing)
+    return marker, tally
 
 
 def _has_size(path: Path, size: int) -> bool:
@@ -342,6 +355,7 @@ def record_run(settings: FetchSettings, outcome: Outcome | None, error: FetchErr
             at=time.time(),
             version=outcome.version if outcome else "",
             bytes_downloaded=outcome.bytes_downloaded if outcome else 0,
+            bytes_resumed=outcome.bytes_resumed if outcome else 0,
             seconds=seconds,
             waited_seconds=outcome.waited_seconds if outcome else 0.0,
             reason=error.reason if error else "",

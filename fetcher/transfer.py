@@ -37,13 +37,17 @@ def download_all(
     workers: int,
     on_bytes: OnBytes,
     retry_policy: RetryPolicy,
-) -> None:
-    """Download every file into attempt_dir/data/<path>; the first final error stops the others."""
+) -> Tally:
+    """Download every file into attempt_dir/data/<path>; the first final error stops the others.
+
+    Returns how many bytes came from the source in this run and how many were already staged.
+    """
     cancel = threading.Event()
+    tally = Tally(on_bytes)
     ordered = sorted(files, key=lambda f: -f.size)  # big files first: they bound the wall time
     pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="modelcache-download")
     try:
-        futures = [pool.submit(_download_one, source, f, attempt_dir, on_bytes, retry_policy, cancel) for f in ordered]
+        futures = [pool.submit(_download_one, source, f, attempt_dir, tally, retry_policy, cancel) for f in ordered]
         done = _wait_interruptibly(futures)
         errors = [f.exception() for f in done if f.exception() is not None]
         if errors:
@@ -61,6 +65,38 @@ def download_all(
         pool.shutdown(wait=False, cancel_futures=True)
         raise
     pool.shutdown(wait=True)
+    return tally
+
+
+class Tally:
+    """Bytes of this run: fetched from the source, and resumed (already staged by an earlier attempt).
+
+    Both also feed `on_bytes`, the progress of the owner record (resumed bytes count as done there).
+    """
+
+    def __init__(self, on_bytes: OnBytes) -> None:
+        self._on_bytes = on_bytes
+        self._lock = threading.Lock()
+        self.fetched = 0
+        self.resumed = 0
+
+    def add_fetched(self, size: int) -> None:
+        with self._lock:
+            self.fetched += size
+        self._on_bytes(size)
+
+    def add_resumed(self, size: int) -> None:
+        """Bytes found on disk."""
+        with self._lock:
+            self.resumed += size
+        self._on_bytes(size)
+
+    def restart(self, state: _FileState) -> None:
+        """A server that ignores Range: the file's bytes on disk are thrown away (what was fetched stays counted)."""
+        with self._lock:
+            self.resumed -= state.resumed
+        self._on_bytes(-state.offset)
+        state.resumed = 0
 
 
 SIGNAL_CHECK = 0.2  # seconds between the main thread's looks at pending signals while downloads run
@@ -83,6 +119,7 @@ class _FileState:
 
     def __init__(self, file: RemoteFile) -> None:
         self.digests = Digests(file)
+        self.resumed = 0  # bytes of it an earlier attempt had staged
 
     @property
     def offset(self) -> int:
@@ -93,20 +130,21 @@ def _download_one(
     source: Source,
     file: RemoteFile,
     attempt_dir: Path,
-    on_bytes: OnBytes,
+    tally: Tally,
     retry_policy: RetryPolicy,
     cancel: threading.Event,
 ) -> None:
     final = staged_path(attempt_dir, file)
     if final.exists() and final.stat().st_size == file.size:
-        on_bytes(file.size)  # verified by an earlier attempt (only verified files get this name)
+        tally.add_resumed(file.size)  # verified by an earlier attempt (only verified files get this name)
         return
     part = part_path(attempt_dir, file)
     make_shared_dir(part.parent)
     state = _resume(part, file)
-    on_bytes(state.offset)
+    state.resumed = state.offset
+    tally.add_resumed(state.offset)
     retry(
-        lambda: _stream(source, file, part, state, on_bytes, cancel),
+        lambda: _stream(source, file, part, state, tally, cancel),
         policy=retry_policy,
         what=f"downloading {file.path}",
         advice="The pod will retry; if the source keeps failing, check its status and the network path from this node.",
@@ -156,7 +194,7 @@ def _stream(
     file: RemoteFile,
     part: Path,
     state: _FileState,
-    on_bytes: OnBytes,
+    tally: Tally,
     cancel: threading.Event,
 ) -> None:
     """Append to the part file from state.offset; state follows every byte written, even if we fail."""
@@ -165,7 +203,7 @@ def _stream(
     start, chunks = source.open(file, state.offset)
     if start != state.offset:  # the server ignored Range: start over
         log.info("%s: the server does not resume; downloading from the start", file.path)
-        on_bytes(-state.offset)
+        tally.restart(state)
         state.digests.reset()
     fd = os.open(part, os.O_WRONLY | os.O_CREAT, FILE_MODE)
     try:
@@ -181,7 +219,7 @@ def _stream(
                 )
             _write_all(fd, chunk)
             state.digests.update(chunk)
-            on_bytes(len(chunk))
+            tally.add_fetched(len(chunk))
         if state.offset < file.size:
             raise RetryableError(f"the connection ended after {state.offset} of {file.size} bytes")
         os.fsync(fd)

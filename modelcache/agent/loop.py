@@ -188,6 +188,7 @@ class Agent:
                 continue  # another agent on this volume counted it
             try:  # any pod that mounts the volume read-write can write a record: trust no field's type
                 seconds, downloaded = max(0.0, float(record.seconds)), max(0, int(record.bytes_downloaded))
+                resumed = max(0, int(record.bytes_resumed))
             except (TypeError, ValueError):
                 log.warning("skipped the outcome record %s: a field is not a number", path.name)
                 continue
@@ -195,6 +196,7 @@ class Agent:
             self.metrics.fetches.labels(record.kind, reason).inc()
             self.metrics.fetch_duration.labels(record.kind).observe(seconds)
             self.metrics.downloaded_bytes.inc(downloaded)
+            self.metrics.resumed_bytes.inc(resumed)
             counted += 1
         newest: dict[str, Path] = {}
         for name in sorted(list_names(self.layout.outcomes)):

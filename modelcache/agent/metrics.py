@@ -109,6 +109,7 @@ class AgentMetrics:
     fetches: Counter
     fetch_duration: Histogram
     downloaded_bytes: Counter
+    resumed_bytes: Counter
     purge_rounds: Counter
     purged_models: Counter
     purged_bytes: Counter
@@ -141,7 +142,14 @@ class AgentMetrics:
                 registry=registry,
             ),
             downloaded_bytes=Counter(
-                "modelcache_fetch_downloaded_bytes", "Bytes fetchers downloaded from sources.", registry=registry
+                "modelcache_fetch_downloaded_bytes",
+                "Bytes fetchers downloaded from sources (in the run that fetched them; resumed bytes not again).",
+                registry=registry,
+            ),
+            resumed_bytes=Counter(
+                "modelcache_fetch_resumed_bytes",
+                "Bytes fetchers found staged by an interrupted attempt and resumed instead of downloading.",
+                registry=registry,
             ),
             purge_rounds=Counter(
                 "modelcache_purge_rounds",

@@ -39,7 +39,8 @@ class OutcomeRecord:
     source: str
     at: float  # wall-clock time the fetcher finished
     version: str = ""
-    bytes_downloaded: int = 0
+    bytes_downloaded: int = 0  # fetched from the source by this run
+    bytes_resumed: int = 0  # already staged by an earlier attempt: not fetched again
     seconds: float = 0.0
     waited_seconds: float = 0.0
     reason: str = ""  # for failures: the FetchError reason (NotFound, DiskFull, ...)

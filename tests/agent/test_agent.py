@@ -23,13 +23,14 @@ from devtools.kubeapi import KubeApi, grants_of
 from devtools.webhook_process import free_port
 from modelcache.cache.layout import CacheLayout
 from modelcache.cache.markers import check_ready
-from modelcache.cache.outcomes import COUNTED_SUFFIX, read_outcomes
+from modelcache.cache.outcomes import COUNTED_SUFFIX, OutcomeRecord, read_outcomes, write_outcome
 from modelcache.contract import keys, sources, wire
 from tests.helpers import age_use, modelcache, populate, start_model_pod, write_kubeconfig
 from tests.manifests.rendering import CHART_CUSTOM, render, render_chart
 
 NS = "modelcache-system"
 TINY = keys.model_key(sources.parse_source("hf://tiny/model"))
+BIG = keys.model_key(sources.parse_source("hf://tiny/big"))
 JSON_ONLY = keys.model_key(sources.parse_source("hf://tiny/model"), ("*.json",))
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -124,8 +125,21 @@ def test_the_agent_purges_only_what_no_live_pod_uses_and_exports_the_cache(
     for key in (TINY, JSON_ONLY):
         age_use(cache, key, days=8)
     start_model_pod(api, TINY)  # serving/llm-0 uses TINY; nobody uses JSON_ONLY
+    # What a fetcher that resumed an interrupted download records (tests/fetcher/test_concurrency.py).
+    write_outcome(
+        CacheLayout(cache),
+        OutcomeRecord(
+            kind="downloaded",
+            key=BIG,
+            source="hf://tiny/big@main",
+            at=time.time(),
+            bytes_downloaded=300,
+            bytes_resumed=700,
+            seconds=1.0,
+        ),
+    )
     records = [record for _, record in read_outcomes(CacheLayout(cache))]
-    assert len(records) == 2
+    assert len(records) == 3
 
     agent = Agent(cache, kubeconfig, "agent-0", tmp_path)
     agents.append(agent)
@@ -147,6 +161,8 @@ def test_the_agent_purges_only_what_no_live_pod_uses_and_exports_the_cache(
         counted = value(samples, "modelcache_fetches_total", outcome=kind, reason="")
         assert counted == sum(1 for r in records if r.kind == kind), kind
     assert value(samples, "modelcache_fetch_downloaded_bytes_total") == sum(r.bytes_downloaded for r in records)
+    assert ("modelcache_fetch_resumed_bytes_total", ()) in samples
+    assert value(samples, "modelcache_fetch_resumed_bytes_total") == 700  # counted apart, never as downloaded
     assert value(samples, "modelcache_fetch_duration_seconds_count", outcome="downloaded") == sum(
         1 for r in records if r.kind == "downloaded"
     )

@@ -12,7 +12,10 @@ import pytest
 
 from devtools.fetcher_env import fetcher_environment, run_fetcher, start_fetcher
 from devtools.hubserver import HubServer
+from modelcache.cache.layout import CacheLayout
+from modelcache.cache.outcomes import read_outcomes
 from modelcache.contract import keys, sources, wire
+from modelcache.contract.quantities import format_bytes
 
 SOURCE = "hf://tiny/big"
 PODS = 8
@@ -124,6 +127,13 @@ def test_a_killed_download_resumes_where_it_stopped(hub: HubServer, cache: Path)
     model_bytes = sum(expected_sizes(hub).values())
     assert 0 < hub.bytes_served < model_bytes - (1 << 20) + 4096  # at least the first MiB was not fetched again
     assert not incomplete(cache, expected_sizes(hub))
+    # The numbers it reports are this run's: fetched and resumed apart, in the message and the record.
+    (record,) = [r for _, r in read_outcomes(CacheLayout(cache), counted=False) if r.kind == "downloaded"]
+    assert record.bytes_downloaded == hub.bytes_served
+    assert record.bytes_resumed == model_bytes - hub.bytes_served >= 1 << 20
+    message = (cache.parent / "pod-0.termination-log").read_text()
+    assert f"downloaded {format_bytes(record.bytes_downloaded)} in " in message
+    assert f", resumed {format_bytes(record.bytes_resumed)} already staged" in message
 
 
 def test_a_server_that_ignores_range_still_gives_a_correct_model(hub: HubServer, cache: Path) -> None:

@@ -197,6 +197,7 @@ def test_a_kill_while_the_snapshot_is_built_leaves_nothing_once_the_next_run_pub
         assert building, "no fetcher was caught building its snapshot"
         again = run_fetcher(env)
         assert again.returncode == 0, again.stderr
+    assert "downloaded 0 B in " in again.stderr  # it only published: every blob was already in place
     assert [n for n in os.listdir(snapshots) if n.startswith(".")] == []
     (repo,) = scan_cache_dir(cache / "hub").repos
     assert [len(r.files) for r in repo.revisions] == [len(MANY)]  # one revision, whole
