@@ -28,7 +28,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 
@@ -76,6 +76,12 @@ class Leftover:
     bytes: int
     key: str = ""  # the model whose lock guards it
     repo: str = ""  # the Hub repository whose guard (held exclusively) guards it
+    about: str = ""  # for a repository's leftover: the model key(s) it belongs to, for the log (not a guard)
+
+    @property
+    def model_key(self) -> str:
+        """What the log line names: the model, else the models of its repository, else "-"."""
+        return self.key or self.about or "-"
 
     @property
     def reason(self) -> str:
@@ -151,9 +157,20 @@ def _old_versions(layout: CacheLayout, marker: Marker, use: LiveUse) -> list[Lef
     return found
 
 
-def plan_repo(layout: CacheLayout, repo: HubRepo, *, markers: dict[str, Marker], use: LiveUse) -> list[Leftover]:
-    """The leftovers of one Hub repository (guarded by its repository guard, held exclusively)."""
+def plan_repo(
+    layout: CacheLayout, repo: HubRepo, *, markers: dict[str, Marker], use: LiveUse, about: str = ""
+) -> list[Leftover]:
+    """The leftovers of one Hub repository (guarded by its repository guard, held exclusively).
+
+    `about`: the model key the caller removes this for; else the log names the repository's models.
+    """
     mine = {key: m for key, m in markers.items() if (r := layout.hub_repo_of(m.path)) is not None and r == repo}
+    found = _plan_repo(layout, repo, mine, use)
+    about = about or ",".join(sorted(mine))
+    return [replace(item, about=about) for item in found]
+
+
+def _plan_repo(layout: CacheLayout, repo: HubRepo, mine: dict[str, Marker], use: LiveUse) -> list[Leftover]:
     if any(use.keeps_every_version_of(key) for key in mine):
         return []  # a live pod of this repository reads a snapshot nobody recorded: nothing of it goes
     needed: dict[str, set[str]] = {}  # commit -> the file paths some ready marker lists
@@ -225,15 +242,17 @@ def _plan_state(layout: CacheLayout, *, use: LiveUse, ages: Ages, now: float) ->
     found = [_item(layout, layout.trash / name, Kind.TRASH) for name in sorted(list_names(layout.trash))]
     for name in sorted(list_names(layout.locks)):
         if ".stale-" in name and _older(layout.locks / name, STALE_LOCK_FILES_AFTER, now):
-            found.append(_item(layout, layout.locks / name, Kind.STALE_LOCK))
+            about = name.split(".lock.stale-", 1)[0]
+            found.append(_item(layout, layout.locks / name, Kind.STALE_LOCK, about=about))
     for name in sorted(list_names(layout.outcomes)):
         path = layout.outcomes / name
         if not name.startswith(".") and _older(path, ages.outcomes, now):
-            found.append(_item(layout, path, Kind.OUTCOME))
+            about = name.removesuffix(".json").removesuffix(".counted").split("-", 2)[-1]  # <time>-<pid>-<key>
+            found.append(_item(layout, path, Kind.OUTCOME, about=about))
     for name, pin in read_pins(layout):
         path = layout.pins / name
         if not any(pin.matches(pod) for pod in use.pods) and _older(path, PIN_RECORDS_AFTER, now):
-            found.append(_item(layout, path, Kind.STALE_PIN))
+            found.append(_item(layout, path, Kind.STALE_PIN, about=pin.key))
     for directory in (layout.markers, layout.owners, layout.usage, layout.pins, layout.outcomes, layout.ready_dir):
         for name in sorted(list_names(directory)):
             path = directory / name
@@ -248,9 +267,9 @@ def _keys_with_files(layout: CacheLayout) -> set[str]:
     return {n for n in names if not n.startswith(".")}
 
 
-def _item(layout: CacheLayout, path: Path, kind: Kind, *, key: str = "", repo: str = "") -> Leftover:
+def _item(layout: CacheLayout, path: Path, kind: Kind, *, key: str = "", repo: str = "", about: str = "") -> Leftover:
     size = 0 if path.is_symlink() else (tree_bytes(path) if path.is_dir() else _size(path))
-    return Leftover(str(path.relative_to(layout.root)), kind, size, key=key, repo=repo)
+    return Leftover(str(path.relative_to(layout.root)), kind, size, key=key, repo=repo, about=about)
 
 
 def _size(path: Path) -> int:
@@ -290,7 +309,13 @@ def collect(
 
 
 def collect_repo(
-    layout: CacheLayout, repo: HubRepo, *, use: LiveUse, planned: set[str] | None, result: Collected
+    layout: CacheLayout,
+    repo: HubRepo,
+    *,
+    use: LiveUse,
+    planned: set[str] | None,
+    result: Collected,
+    about: str = "",
 ) -> list[str]:
     """Remove a repository's leftovers (those in `planned`, or all) under its guard; deferrals."""
     if not repo.path.is_dir():
@@ -303,7 +328,7 @@ def collect_repo(
         ]
     try:
         markers = read_markers(layout)
-        again = plan_repo(layout, repo, markers=markers, use=use)
+        again = plan_repo(layout, repo, markers=markers, use=use, about=about)
         _remove_all(layout, [item for item in again if planned is None or item.path in planned], result)
         _restore_refs(layout, repo, markers)
     finally:
@@ -326,14 +351,14 @@ def _restore_refs(layout: CacheLayout, repo: HubRepo, markers: dict[str, Marker]
 
 def _remove_all(layout: CacheLayout, items: list[Leftover], result: Collected) -> None:
     for item in items:
-        if discard(layout, layout.root / item.path):
+        if discard(layout, layout.root / item.path, key=item.model_key):
             result.removed.append(item)
             log.info(
                 "removed %s: %s (%s)",
                 item.path,
                 item.reason,
                 format_bytes(item.bytes),
-                extra={"model_key": item.key or "-"},
+                extra={"model_key": item.model_key},
             )
 
 
@@ -347,7 +372,7 @@ def _model_lock(layout: CacheLayout, key: str, identity: Identity) -> Iterator[b
         lock.release()
 
 
-def discard(layout: CacheLayout, path: Path) -> bool:
+def discard(layout: CacheLayout, path: Path, *, key: str = "-") -> bool:
     """Remove a file, a link or a tree; a tree is moved to the trash first, so it vanishes at once.
 
     Never deletes a tree in place: a half-deleted published tree could be taken as whole. False when
@@ -360,7 +385,12 @@ def discard(layout: CacheLayout, path: Path) -> bool:
     except FileNotFoundError:
         return False
     except OSError as err:
-        log.warning("could not remove %s (%s); it stays", path.relative_to(layout.root), err.strerror or err)
+        log.warning(
+            "could not remove %s (%s); it stays",
+            path.relative_to(layout.root),
+            err.strerror or err,
+            extra={"model_key": key},
+        )
         return False
     make_shared_dir(layout.trash)
     target = layout.trash / f"{path.name}.{uuid.uuid4().hex[:12]}"
@@ -369,7 +399,12 @@ def discard(layout: CacheLayout, path: Path) -> bool:
     except FileNotFoundError:
         return False
     except OSError as err:
-        log.warning("could not remove %s (%s); it stays", path.relative_to(layout.root), err.strerror or err)
+        log.warning(
+            "could not remove %s (%s); it stays",
+            path.relative_to(layout.root),
+            err.strerror or err,
+            extra={"model_key": key},
+        )
         return False
     shutil.rmtree(target, ignore_errors=True)
     return True

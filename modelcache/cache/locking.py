@@ -121,6 +121,7 @@ class ModelLock:
                     "but pods that start together may each download",
                     LockState.UNSUPPORTED.value,
                     err,
+                    extra={"model_key": self.key},
                 )
                 self.state = LockState.UNSUPPORTED
                 return self.state
@@ -184,7 +185,7 @@ class ModelLock:
             if touch is not None:
                 os.utime(touch)
         except OSError as err:
-            log.warning("could not write the owner record %s: %s", self.owner_path, err)
+            log.warning("could not write the owner record %s: %s", self.owner_path, err, extra={"model_key": self.key})
 
     # --- the fcntl lock -----------------------------------------------------------------------------
     def _open(self) -> None:
@@ -232,6 +233,7 @@ class ModelLock:
             self.key,
             describe_holder(owner),
             quiet_for,
+            extra={"model_key": self.key},
         )
         os.close(fd)
         self._open()
@@ -248,7 +250,7 @@ class ModelLock:
             )
             if self.settings.takeover_after > 0:
                 what += f"; taking over after {self.settings.takeover_after:.0f} s"
-        log.info("%s", what)
+        log.info("%s", what, extra={"model_key": self.key})
 
     def _timeout_message(self, owner: OwnerRecord | None, waited: float) -> str:
         return (

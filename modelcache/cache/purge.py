@@ -103,7 +103,14 @@ class PurgeReport:
                 entry |= {"refused": item.refused, "kept_at_removal": item.kept_at_removal}
             models.append(entry)
         leftovers = [
-            {"path": i.path, "kind": i.kind.name.lower(), "reason": i.reason, "bytes": i.bytes} for i in self.leftovers
+            {
+                "path": i.path,
+                "kind": i.kind.name.lower(),
+                "reason": i.reason,
+                "bytes": i.bytes,
+                "model_key": i.model_key,
+            }
+            for i in self.leftovers
         ]
         return {
             "models": models,

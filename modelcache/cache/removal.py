@@ -151,7 +151,7 @@ def _remove_files(layout: CacheLayout, key: str, marker: Marker | None, *, reaso
     repo = layout.hub_repo_of(marker.path) if marker is not None else None
     if repo is not None:  # the other keys' markers and the live pods' pins decide what of it stays
         collected = Collected()
-        removed.deferred += collect_repo(layout, repo, use=use, planned=None, result=collected)
+        removed.deferred += collect_repo(layout, repo, use=use, planned=None, result=collected, about=key)
         removed.freed += collected.freed
     with contextlib.suppress(FileNotFoundError):
         layout.usage_path(key).unlink()

@@ -80,4 +80,10 @@ def record_pin(layout: CacheLayout, *, namespace: str, pod: str, uid: str, key: 
         path = layout.pins / pin_record_name(namespace, pod)  # modelcache.cache.pins reads these fields
         write_atomically(path, json.dumps(record).encode(), durable=False)
     except OSError as err:
-        log.warning("could not record the pin of %s/%s (%s); its model keeps every version", namespace, pod, err)
+        log.warning(
+            "could not record the pin of %s/%s (%s); its model keeps every version",
+            namespace,
+            pod,
+            err,
+            extra={"model_key": key},
+        )

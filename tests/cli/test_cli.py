@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -151,6 +152,9 @@ def test_a_repair_never_leaves_a_reader_without_the_file_nor_the_model_unready(h
     assert (missing, unready) == (0, 0)
     assert weights.read_bytes() == original
     assert "repaired 1 file(s), 4.0 MiB, of version" in output
+    log_lines = [line for line in output.splitlines() if re.match(r"\d{4}-\d\d-\d\d ", line)]
+    assert any("replaced weights.bin" in line for line in log_lines)
+    assert all(f"[{BIG}]" in line for line in log_lines), output  # every line names the model
     assert modelcache(cache, "verify").stdout.strip() == f"ok        {BIG}"
     assert not [p for p in (cache / ".modelcache" / "staging").rglob("*") if p.is_file()]
 
@@ -362,6 +366,26 @@ def test_purge_logs_as_json_lines_with_the_model_key(hub: HubServer, cache: Path
     assert removal
     assert removal[0]["model_key"] == TINY
     assert "unused for 4w 2d (purge after 1d)" in removal[0]["message"]
+
+
+def test_every_line_about_a_model_names_its_key_in_both_formats(hub: HubServer, cache: Path) -> None:
+    populate(hub, cache)
+    hub.repos["tiny/model"].add_commit({"config.json": b'{"v": 2}', "model.safetensors": b"y" * 4096})
+    refreshed = modelcache(cache, "refresh", "hf://tiny/model", env={"HF_ENDPOINT": hub.url})
+    assert refreshed.returncode == 0, refreshed.stderr
+    # The old snapshot and its blobs are a repository's leftovers: no model's lock guards them, yet they
+    # are that model's, and the log says so.
+    dry = json.loads(modelcache(cache, "purge", "--no-pod-check", "--dry-run", "--json").stdout)
+    assert {item["model_key"] for item in dry["leftovers"]} == {TINY}  # the plan says whose they are too
+    result = modelcache(cache, "--log-format", "json", "purge", "--no-pod-check")
+    lines = [json.loads(line) for line in result.stderr.splitlines()]
+    removed = [line for line in lines if line["message"].startswith("removed ")]
+    assert any(line["message"].startswith("removed hub/models--tiny--model/snapshots/") for line in removed)
+    assert {line["model_key"] for line in removed} == {TINY}
+    text = modelcache(cache, "rm", "hf://tiny/model", "--no-pod-check")
+    assert text.returncode == 0, text.stdout + text.stderr
+    assert text.stderr
+    assert all(f"[{TINY}]" in line for line in text.stderr.splitlines()), text.stderr
 
 
 def test_bad_arguments_name_the_value_and_what_is_expected(cache: Path) -> None:
