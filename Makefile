@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test check lint typecheck imports fmt bench bench-webhook bench-fetch constraints clean
+.PHONY: demo test check lint typecheck imports fmt bench bench-webhook bench-fetch constraints images clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -61,6 +61,15 @@ bench-webhook: $(STAMP)
 	$(COMPILE)
 	$(BIN)/python -m bench.webhook
 
+## images: build modelcache-fetcher:$(IMAGE_TAG) and modelcache-webhook:$(IMAGE_TAG) (podman, else docker)
+IMAGE_TAG ?= dev
+IMAGE_REPOSITORY ?=
+OCI ?= $(shell command -v podman || command -v docker)
+images:
+	@test -n "$(OCI)" || { echo "make images needs podman or docker on PATH (or OCI=/path/to/one)"; exit 1; }
+	$(OCI) build -f Dockerfile.fetcher -t $(IMAGE_REPOSITORY)modelcache-fetcher:$(IMAGE_TAG) .
+	$(OCI) build -f Dockerfile.webhook -t $(IMAGE_REPOSITORY)modelcache-webhook:$(IMAGE_TAG) .
+
 ## constraints: re-pin the exact versions every install uses (after changing pyproject.toml)
 constraints:
 	rm -rf /tmp/modelcache-pin && $(PYTHON) -m venv /tmp/modelcache-pin
@@ -68,6 +77,7 @@ constraints:
 	/tmp/modelcache-pin/bin/python -m pip install --quiet -e '.[dev]'
 	{ echo '# Exact versions every install uses (make, CI, images). Regenerate with `make constraints`.'; \
 	  /tmp/modelcache-pin/bin/python -m pip freeze --exclude-editable --exclude modelcache | grep -v '^pip=='; \
+	  grep -o 'setuptools==[0-9.]*' pyproject.toml; \
 	} > constraints.txt
 
 clean:

@@ -49,18 +49,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _cluster(args: argparse.Namespace) -> int:
-    from kubernetes import client, config
-
-    from certs.cluster import reconcile_certificates  # the kubernetes client only for this mode
+    from certs.cluster import reconcile_certificates  # the Kubernetes API only for this mode
+    from modelcache.runtime.kube import connect
 
     configure_logging(fmt=args.log_format)
-    try:
-        config.load_incluster_config()
-    except config.ConfigException:
-        config.load_kube_config()
+    api = connect()
     while True:
         changes = reconcile_certificates(
-            client.ApiClient(),
+            api,
             namespace=args.namespace,
             service=args.service,
             tls_secret=args.secret,

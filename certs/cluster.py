@@ -18,19 +18,17 @@ import logging
 from dataclasses import replace
 from datetime import datetime, timedelta
 
-from kubernetes import client
-
 from certs.authority import CLOCK_SKEW, KeyPair, service_dns_names
 from certs.rotation import CertState, rotate, signed_by
 from modelcache.contract import JsonObject
-from modelcache.runtime.kube import read_object
+from modelcache.runtime.kube import Kube, path
 
 log = logging.getLogger(__name__)
 MIN_OVERLAP = timedelta(minutes=5)
 
 
 def reconcile_certificates(
-    api: client.ApiClient,
+    api: Kube,
     *,
     namespace: str,
     service: str,
@@ -41,21 +39,20 @@ def reconcile_certificates(
     min_overlap: timedelta = MIN_OVERLAP,
 ) -> list[str]:
     """Bring the Secrets and the caBundle up to date; returns what changed (empty when nothing did)."""
-    core = client.CoreV1Api(api)
-    stored_ca = read_object(core.read_namespaced_secret, ca_secret, namespace)
-    stored_tls = read_object(core.read_namespaced_secret, tls_secret, namespace)
+    stored_ca = api.read(path("v1", "secrets", ca_secret, namespace=namespace))
+    stored_tls = api.read(path("v1", "secrets", tls_secret, namespace=namespace))
     state = _state_of(stored_ca, stored_tls)
     wanted = rotate(state, dns_names=service_dns_names(service, namespace), now=now)
     if state is not None and _moves_too_soon(state, wanted, now=now, min_overlap=min_overlap):
         wanted = replace(wanted, serving=state.serving)
     changes = []
     ca_data = {"ca.crt": wanted.ca.cert_pem, "ca.key": wanted.ca.key_pem}
-    if _write_secret(core, stored_ca, name=ca_secret, namespace=namespace, data=ca_data, kind="Opaque"):
+    if _write_secret(api, stored_ca, name=ca_secret, namespace=namespace, data=ca_data, kind="Opaque"):
         changes.append(f"stored a new CA in Secret {namespace}/{ca_secret}")
     if _publish_bundle(api, webhook_configuration, wanted.bundle):
         changes.append(f"published a CA bundle of {wanted.bundle.count(b'BEGIN')} into {webhook_configuration}")
     tls_data = {"tls.crt": wanted.serving.cert_pem, "tls.key": wanted.serving.key_pem, "ca.crt": wanted.bundle}
-    if _write_secret(core, stored_tls, name=tls_secret, namespace=namespace, data=tls_data, kind="kubernetes.io/tls"):
+    if _write_secret(api, stored_tls, name=tls_secret, namespace=namespace, data=tls_data, kind="kubernetes.io/tls"):
         changes.append(f"stored a serving certificate in Secret {namespace}/{tls_secret}")
     for change in changes:
         log.info("certificates: %s", change)
@@ -88,10 +85,10 @@ def _moves_too_soon(state: CertState, wanted: CertState, *, now: datetime, min_o
     return on_previous_ca and wanted.serving is not state.serving and now - joined < min_overlap
 
 
-def _publish_bundle(api: client.ApiClient, name: str, bundle: bytes) -> bool:
+def _publish_bundle(api: Kube, name: str, bundle: bytes) -> bool:
     """Set clientConfig.caBundle of every webhook in the configuration; a JSON Patch guarded by test ops."""
-    admission = client.AdmissionregistrationV1Api(api)
-    configuration = read_object(admission.read_mutating_webhook_configuration, name)
+    where = path("admissionregistration.k8s.io/v1", "mutatingwebhookconfigurations", name)
+    configuration = api.read(where)
     if configuration is None:
         raise LookupError(
             f"MutatingWebhookConfiguration {name!r} does not exist; install the manifests (docs/install.md) first"
@@ -103,12 +100,12 @@ def _publish_bundle(api: client.ApiClient, name: str, bundle: bytes) -> bool:
             ops.append({"op": "test", "path": f"/webhooks/{index}/name", "value": webhook["name"]})
             ops.append({"op": "add", "path": f"/webhooks/{index}/clientConfig/caBundle", "value": encoded})
     if ops:
-        admission.patch_mutating_webhook_configuration(name, ops, _preload_content=False)
+        api.patch(where, ops, kind="json")
     return bool(ops)
 
 
 def _write_secret(
-    core: client.CoreV1Api, stored: JsonObject | None, *, name: str, namespace: str, data: dict[str, bytes], kind: str
+    api: Kube, stored: JsonObject | None, *, name: str, namespace: str, data: dict[str, bytes], kind: str
 ) -> bool:
     encoded = {key: base64.b64encode(value).decode() for key, value in data.items()}
     if stored is not None and stored.get("data") == encoded:
@@ -121,10 +118,10 @@ def _write_secret(
             "metadata": {"name": name, "namespace": namespace, "labels": {"app.kubernetes.io/part-of": "modelcache"}},
             "data": encoded,
         }
-        core.create_namespaced_secret(namespace, body, _preload_content=False)
+        api.create(path("v1", "secrets", namespace=namespace), body)
     else:
         stored["data"] = encoded  # replace carries the resourceVersion read: a concurrent writer gets 409
-        core.replace_namespaced_secret(name, namespace, stored, _preload_content=False)
+        api.replace(path("v1", "secrets", name, namespace=namespace), stored)
     return True
 
 

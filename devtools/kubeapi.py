@@ -124,12 +124,10 @@ class KubeApi:
         self.url = f"http://127.0.0.1:{port}"
 
     def client(self, token: str | None = None) -> Any:
-        """An official-client ApiClient pointed at the stand-in with a bearer token (default: self.token)."""
-        from kubernetes import client  # only the controller's tests need the official client
+        """Our API client (modelcache.runtime.kube) at the stand-in with a bearer token (default: self.token)."""
+        from modelcache.runtime.kube import Kube
 
-        bearer = f"Bearer {token or self.token}"
-        configuration = client.Configuration(host=self.url, api_key={"authorization": bearer})
-        return client.ApiClient(configuration)
+        return Kube.at(self.url, token=token or self.token)
 
     # --- direct access for tests (the cluster's own controllers) ------------------------------------
     def create(self, obj: JsonObject) -> JsonObject:

@@ -37,9 +37,14 @@ IMAGES = {
 }
 # Programs each image runs (their modules), and modules they import only for work that image does not
 # do: the webhook image runs the cache agent and purge, but never downloads (modelcache.cli.localfetch);
-# the fetcher image runs only the fetcher (issue 13 decides which image carries the CLI).
+# the fetcher image runs the fetcher and the `modelcache` command's work on a volume (prefetch, refresh,
+# verify --repair, ls, verify, prepare), but asks no cluster (the Kubernetes client, the agent).
+# tests/images/ runs every one of them in the built images.
 PROGRAMS = {
-    "Dockerfile.fetcher": (("fetcher.__main__",), ()),
+    "Dockerfile.fetcher": (
+        ("fetcher.__main__", "modelcache.cli.main"),
+        ("modelcache.runtime.kube", "modelcache.agent.__main__"),
+    ),
     "Dockerfile.webhook": (
         (
             "webhook.__main__",

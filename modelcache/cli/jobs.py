@@ -81,13 +81,12 @@ def _pod_spec(image: str) -> JsonObject:
 
 def create_job(api: Any, job: JsonObject) -> str:
     """Create the Job; an existing one of the same name is reported, not replaced."""
-    from kubernetes import client
-    from kubernetes.client.rest import ApiException
+    from modelcache.runtime.kube import ApiError, path
 
     namespace, name = job["metadata"]["namespace"], job["metadata"]["name"]
     try:
-        client.BatchV1Api(api).create_namespaced_job(namespace, job, _preload_content=False)
-    except ApiException as err:
+        api.create(path("batch/v1", "jobs", namespace=namespace), job)
+    except ApiError as err:
         if err.status == 409:
             return (
                 f"job {namespace}/{name} exists already: `kubectl -n {namespace} logs job/{name} -c modelcache-fetch`"

@@ -157,8 +157,12 @@ def cmd_verify(args: argparse.Namespace, out: TextIO) -> int:
     bad = {key: problems for key, problems in results.items() if problems}
     repaired: dict[str, str] = {}  # key -> the fetcher's summary
     unrepaired: dict[str, str] = {}  # key -> why not
+    cannot = _cannot_download() if args.repair and bad else None
     for key in bad if args.repair else ():
         marker = read_marker(layout, key)
+        if cannot:  # nothing is touched (not even a model made unready) where nothing can be downloaded
+            unrepaired[key] = f"not repaired: {cannot}"
+            continue
         if marker is None:
             unrepaired[key] = "no ready marker says what it was: `modelcache prefetch <uri>` fetches it again"
             continue
@@ -207,8 +211,9 @@ def cmd_prefetch(args: argparse.Namespace, out: TextIO) -> int:
             source, namespace=args.namespace, image=args.image, include=include, secret=args.secret, refresh=refresh
         )
         if args.apply:
+            api = _api()
             try:
-                created = create_job(_api(), job)
+                created = create_job(api, job)
             except Exception as err:  # the client raises config, HTTP and API errors of several kinds
                 raise ClusterError(f"cannot create the Job ({type(err).__name__}: {str(err)[:300]})") from err
             out.write(created + "\n")
@@ -221,6 +226,14 @@ def cmd_prefetch(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _cannot_download() -> str | None:
+    try:
+        _downloader()
+    except UsageError as err:
+        return str(err)
+    return None
+
+
 def _fetch(layout: CacheLayout, uri: str, include: tuple[str, ...], *, refresh: bool, log_format: str) -> str:
     key = model_key(parse_source(uri, allow_http=True), include)
     return _download(log_format, key, lambda lf: lf.fetch(layout, uri, include, refresh=refresh))
@@ -228,6 +241,12 @@ def _fetch(layout: CacheLayout, uri: str, include: tuple[str, ...], *, refresh: 
 
 def _download(log_format: str, key: str, work: Callable[[Any], str]) -> str:
     """The fetcher in this process: only where the fetcher's libraries are (its image, `pip install '.[cli]'`)."""
+    localfetch = _downloader()
+    _configure_logging(log_format, key=key)
+    return work(localfetch)
+
+
+def _downloader() -> Any:
     try:
         from modelcache.cli import localfetch
     except ImportError as err:  # the webhook image: it purges and measures, it does not download
@@ -235,8 +254,7 @@ def _download(log_format: str, key: str, work: Callable[[Any], str]) -> str:
             f"this installation cannot download ({err.name} is missing): run prefetch, refresh and verify --repair "
             "from the fetcher image or after `pip install 'modelcache[cli]'`, or use `prefetch --job`"
         ) from err
-    _configure_logging(log_format, key=key)
-    return work(localfetch)
+    return localfetch
 
 
 # --- purge / rm ---------------------------------------------------------------------------------------
@@ -332,7 +350,10 @@ def cmd_prepare(args: argparse.Namespace, out: TextIO) -> int:
 
 # --- agent --------------------------------------------------------------------------------------------
 def cmd_agent(args: argparse.Namespace, out: TextIO) -> int:
-    from modelcache.agent.__main__ import run as run_agent
+    try:
+        from modelcache.agent.__main__ import run as run_agent
+    except ImportError as err:
+        raise UsageError(NO_CLUSTER_CLIENT.format(missing=err.name, command="modelcache agent")) from err
     from modelcache.agent.config import AgentSettings
 
     environ = dict(os.environ)
@@ -378,8 +399,9 @@ def _key(layout: CacheLayout, value: str, include: Sequence[str]) -> str:
 def _live_pods(args: argparse.Namespace) -> dict[str, list[PodRef]]:
     from modelcache.runtime.kube import live_pods_by_key
 
+    api = _api()
     try:
-        return live_pods_by_key(_api(), getattr(args, "pods_namespace", None) or "")
+        return live_pods_by_key(api, getattr(args, "pods_namespace", None) or "")
     except Exception as err:  # the client raises config, HTTP and API errors of several kinds
         raise ClusterError(
             f"cannot list pods through the Kubernetes API ({type(err).__name__}: {str(err)[:300]}); a model may be "
@@ -389,10 +411,23 @@ def _live_pods(args: argparse.Namespace) -> dict[str, list[PodRef]]:
         ) from err
 
 
-def _api() -> Any:
-    from modelcache.runtime.kube import connect
+NO_CLUSTER_CLIENT = (
+    "this installation has no Kubernetes client ({missing} is missing): the fetcher image downloads and works "
+    "on the volume, the webhook image asks the cluster. Run `{command}` from the webhook image (where the "
+    "cache agent runs) or after `pip install 'modelcache[cli]'`"
+)
 
-    return connect()
+
+def _api() -> Any:
+    try:
+        from modelcache.runtime.kube import connect
+
+        return connect()
+    except ImportError as err:
+        raise ClusterError(
+            NO_CLUSTER_CLIENT.format(missing=err.name, command=" ".join(["modelcache", *sys.argv[1:]]))
+            + "; for ls, purge and rm, --no-pod-check asks no cluster (only if no pod can use this cache)"
+        ) from err
 
 
 def _identity(command: str) -> Identity:

@@ -18,17 +18,13 @@ import time
 from datetime import UTC, datetime, timedelta
 from types import FrameType
 
-from kubernetes import client
-from kubernetes.client.exceptions import ApiException
-from urllib3.exceptions import HTTPError
-
 from certs.cluster import reconcile_certificates
 from modelcache.contract.volumes import NamespaceVolume
 from modelcache.controller import kube
 from modelcache.controller.config import ControllerSettings, help_text
 from modelcache.controller.volumes import plan_volumes
 from modelcache.runtime import httpd
-from modelcache.runtime.kube import api_message, connect
+from modelcache.runtime.kube import API_ERRORS, ApiError, Kube, connect
 from modelcache.runtime.leader import LeaderElector, LeaderLoop
 from modelcache.runtime.logs import configure_logging
 from modelcache.runtime.settings import SettingsError, answer_help
@@ -37,7 +33,6 @@ log = logging.getLogger("controller")
 RETRY_AFTER_ERROR = 5.0  # seconds before a failed pass is tried again
 PASS_EVERY = 5.0  # seconds between passes when nothing wakes the loop
 HEALTH_PORT = 8081
-_API_ERRORS = (ApiException, HTTPError, OSError)
 
 
 class Controller:
@@ -47,7 +42,7 @@ class Controller:
     we lead, and stops between two actions when that changes.
     """
 
-    def __init__(self, api: client.ApiClient, settings: ControllerSettings) -> None:
+    def __init__(self, api: Kube, settings: ControllerSettings) -> None:
         self.api, self.settings = api, settings
         self.elector = LeaderElector(
             api,
@@ -85,7 +80,7 @@ class Controller:
                     webhook_configuration=self.settings.webhook_configuration,
                     now=now,
                 )
-            except (*_API_ERRORS, LookupError) as err:
+            except (*API_ERRORS, LookupError) as err:
                 log.error("certificates: %s; retrying in a minute", err)
                 self._next_certificates = now + timedelta(minutes=1)
         if self.wake.is_set() or now >= self._next_volumes:
@@ -93,7 +88,7 @@ class Controller:
             self._next_volumes = now + self.settings.resync_every
             try:
                 self.reconcile_volumes(now)
-            except _API_ERRORS as err:
+            except API_ERRORS as err:
                 log.error("volumes: %s; retrying in %d s", err, RETRY_AFTER_ERROR)
                 self._next_volumes = now + timedelta(seconds=RETRY_AFTER_ERROR)
 
@@ -106,9 +101,9 @@ class Controller:
                 return
             try:
                 kube.apply_action(self.api, action)
-            except ApiException as err:  # e.g. a ResourceQuota in that namespace: report it there, go on
+            except ApiError as err:  # e.g. a ResourceQuota in that namespace: report it there, go on
                 what = f"{action.verb} {action.kind} {action.name}"
-                message = f"could not {what}: {err.status} {api_message(err)}"
+                message = f"could not {what}: {err.status} {err.message}"
                 log.error("volumes: %s", message, extra={"namespace": action.serves or "-"})
                 if action.serves:
                     failed[action.serves] = NamespaceVolume("error", message)
@@ -126,7 +121,7 @@ class Controller:
             try:
                 for _ in watcher():
                     self.wake.set()
-            except _API_ERRORS as err:
+            except API_ERRORS as err:
                 log.warning("watch %s: %s; restarting it", watcher.__name__, err)
                 stop.wait(timeout=RETRY_AFTER_ERROR)
 

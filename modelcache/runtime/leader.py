@@ -23,16 +23,11 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from kubernetes import client
-from kubernetes.client.exceptions import ApiException
-from urllib3.exceptions import HTTPError
-
 from modelcache.contract import JsonObject
-from modelcache.runtime.kube import read_object, utc_timestamp
+from modelcache.runtime.kube import API_ERRORS, ApiError, Kube, path, utc_timestamp
 from modelcache.runtime.timings import LeaseTimings
 
 log = logging.getLogger(__name__)
-_API_ERRORS = (ApiException, HTTPError, OSError)
 
 
 class LeaderElector:
@@ -40,7 +35,7 @@ class LeaderElector:
 
     def __init__(
         self,
-        api: client.ApiClient,
+        api: Kube,
         *,
         namespace: str,
         name: str,
@@ -48,7 +43,7 @@ class LeaderElector:
         timings: LeaseTimings = LeaseTimings(),  # noqa: B008 (frozen)
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._leases = client.CoordinationV1Api(api)
+        self._api = api
         self.namespace, self.name, self.timings = namespace, name, timings
         self.identity = f"{identity}_{uuid.uuid4().hex[:12]}"
         self._clock = clock
@@ -71,8 +66,8 @@ class LeaderElector:
         started = self._clock()
         try:
             held = self._attempt(started)
-        except _API_ERRORS as err:
-            if not (isinstance(err, ApiException) and err.status == 409):
+        except API_ERRORS as err:
+            if not (isinstance(err, ApiError) and err.status == 409):
                 log.warning("lease %s/%s: %s", self.namespace, self.name, _describe(err))
             held = False
         if held:
@@ -91,15 +86,16 @@ class LeaderElector:
             if lease is not None and lease["spec"].get("holderIdentity") == self.identity:
                 now = utc_timestamp(datetime.now(UTC))
                 lease["spec"].update(holderIdentity=None, leaseDurationSeconds=1, acquireTime=now, renewTime=now)
-                self._leases.replace_namespaced_lease(self.name, self.namespace, lease, **self._request())
+                self._api.replace(self._path(), lease, timeout=self._timeout())
                 log.info("released the lease %s/%s", self.namespace, self.name)
-        except _API_ERRORS as err:
+        except API_ERRORS as err:
             log.warning("could not release lease %s/%s: %s", self.namespace, self.name, _describe(err))
 
     def _attempt(self, now: float) -> bool:
         lease = self._get()
         if lease is None:
-            self._leases.create_namespaced_lease(self.namespace, self._new_lease(), **self._request())
+            collection = path("coordination.k8s.io/v1", "leases", namespace=self.namespace)
+            self._api.create(collection, self._new_lease(), timeout=self._timeout())
             return True
         spec = lease.setdefault("spec", {})
         self._observe(spec, now)
@@ -111,7 +107,7 @@ class LeaderElector:
             spec["acquireTime"] = stamp
             spec["leaseTransitions"] = int(spec.get("leaseTransitions") or 0) + 1
         spec.update(holderIdentity=self.identity, leaseDurationSeconds=int(self.timings.duration), renewTime=stamp)
-        self._leases.replace_namespaced_lease(self.name, self.namespace, lease, **self._request())
+        self._api.replace(self._path(), lease, timeout=self._timeout())
         return True
 
     def _observe(self, spec: JsonObject, now: float) -> None:
@@ -137,12 +133,14 @@ class LeaderElector:
         }
 
     def _get(self) -> JsonObject | None:
-        return read_object(self._leases.read_namespaced_lease, self.name, self.namespace, **self._request())
+        return self._api.read(self._path(), timeout=self._timeout())
 
-    def _request(self) -> dict[str, object]:
+    def _path(self) -> str:
+        return path("coordination.k8s.io/v1", "leases", self.name, namespace=self.namespace)
+
+    def _timeout(self) -> float:
         """Every call ends within the renew deadline (connect, read), so a hung API cannot hold us."""
-        timeout = max(1.0, self.timings.renew_deadline / 2)
-        return {"_preload_content": False, "_request_timeout": (timeout, timeout)}
+        return max(1.0, self.timings.renew_deadline / 2)
 
 
 class LeaderLoop:
@@ -186,6 +184,6 @@ class LeaderLoop:
 
 
 def _describe(err: Exception) -> str:
-    if isinstance(err, ApiException):
+    if isinstance(err, ApiError):
         return f"{err.status} {err.reason}"
     return f"{type(err).__name__}: {err}"

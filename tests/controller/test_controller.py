@@ -422,11 +422,10 @@ def test_a_namespace_whose_pvc_is_refused_reports_why_and_the_others_are_served(
 
 def through(proxy: FaultProxy, **overrides: Any) -> Controller:
     """A controller whose every API call goes through a fault-injecting proxy in front of the stand-in."""
-    from kubernetes import client
+    from modelcache.runtime.kube import Kube
 
-    configuration = client.Configuration(host=proxy.url, api_key={"authorization": "Bearer controller"})
     settings = ControllerSettings(identity="replica-a", **overrides)
-    return Controller(client.ApiClient(configuration), settings)
+    return Controller(Kube.at(proxy.url, token="controller"), settings)
 
 
 def test_an_api_error_in_a_pass_is_logged_and_the_pass_is_retried_soon(
