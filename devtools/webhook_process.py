@@ -25,6 +25,7 @@ class RunningWebhook:
     ca_file: Path
     tls_dir: Path
     process: subprocess.Popen[bytes]
+    health_url: str = ""  # plain HTTP, GET /healthz
 
     def client_context(self) -> ssl.SSLContext:
         """An SSL context that trusts only our CA, as the apiserver does with the caBundle."""
@@ -55,17 +56,24 @@ def run_webhook(
     """Start the webhook, wait until /readyz says ready, stop it afterwards."""
     tls_dir = workdir / "tls"
     ca_file = write_certificates(tls_dir)
-    port = free_port()
+    port, health = free_port(), free_port()
     environ = {
         **{k: v for k, v in os.environ.items() if not k.startswith("MODELCACHE_")},
         "MODELCACHE_HOST": "127.0.0.1",
         "MODELCACHE_PORT": str(port),
+        "MODELCACHE_HEALTH_PORT": str(health),
         "MODELCACHE_TLS_DIR": str(tls_dir),
         **(env or {}),
     }
     log = open(log_file or os.devnull, "ab")  # noqa: SIM115 (closed below, after the process)
     process = subprocess.Popen([sys.executable, "-m", "webhook"], env=environ, stdout=log, stderr=log)
-    running = RunningWebhook(url=f"https://127.0.0.1:{port}", ca_file=ca_file, tls_dir=tls_dir, process=process)
+    running = RunningWebhook(
+        url=f"https://127.0.0.1:{port}",
+        ca_file=ca_file,
+        tls_dir=tls_dir,
+        process=process,
+        health_url=f"http://127.0.0.1:{health}",
+    )
     try:
         wait_ready(running, timeout=ready_timeout)
         yield running

@@ -11,7 +11,7 @@ from aiohttp import web
 
 from modelcache.runtime.logs import configure_logging
 from modelcache.runtime.settings import SettingsError, answer_help
-from webhook.app import create_app
+from webhook.app import create_app, health_site
 from webhook.config import Settings, help_text
 from webhook.tls import TlsReloader
 
@@ -32,7 +32,13 @@ def main(argv: list[str] | None = None) -> int:
     if not tls.reload():
         log.warning("no usable certificate in %s yet; not ready until one appears", settings.tls_dir)
     app = create_app(settings, tls=tls)
-    log.info("modelcache webhook listening on %s:%d", settings.host, settings.port)
+    app.cleanup_ctx.append(health_site(settings.host, settings.health_port))
+    log.info(
+        "modelcache webhook listening on %s:%d (HTTPS), liveness on :%d (HTTP)",
+        settings.host,
+        settings.port,
+        settings.health_port,
+    )
     web.run_app(
         app,
         host=settings.host,

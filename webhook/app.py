@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
@@ -39,6 +39,25 @@ def create_app(settings: Settings, *, tls: TlsReloader | None = None) -> web.App
     if tls is not None:
         app.cleanup_ctx.append(_reload_certificates)
     return app
+
+
+def health_site(host: str, port: int) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A plain-HTTP listener with GET /healthz only, for the liveness probe.
+
+    On HTTPS, liveness would fail until the first certificate arrives (no handshake without one), and
+    the kubelet would restart a webhook that is only waiting for the controller to issue it.
+    """
+
+    async def serve(_: web.Application) -> AsyncIterator[None]:
+        health = web.Application()
+        health.router.add_get("/healthz", handlers.healthz)
+        runner = web.AppRunner(health, access_log=None, handle_signals=False)
+        await runner.setup()
+        await web.TCPSite(runner, host, port).start()
+        yield
+        await runner.cleanup()
+
+    return serve
 
 
 async def _reload_certificates(app: web.Application) -> AsyncIterator[None]:

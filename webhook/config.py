@@ -68,6 +68,7 @@ class Settings:
     # Serving.
     host: str = "0.0.0.0"  # noqa: S104 (the apiserver reaches us through a Service)
     port: int = 9443
+    health_port: int = 8080  # plain HTTP, GET /healthz only: liveness that needs no certificate
     tls_dir: str = "/etc/modelcache/tls"
     tls_min_version: Literal["1.2", "1.3"] = "1.2"
     tls_reload_seconds: float = 10.0
@@ -180,6 +181,7 @@ _READERS: dict[str, Reader[Any]] = {
     "kube_ca_file": read_text,
     "host": read_text,
     "port": read_port,
+    "health_port": read_port,
     "tls_dir": read_text,
     "tls_min_version": read_choice("1.2", "1.3"),
     "tls_reload_seconds": read_seconds(minimum=0.1, maximum=3600, bare_unit="s"),
@@ -210,6 +212,7 @@ MEANINGS = {
     "kube_ca_file": "CA of the API server",
     "host": "listen address",
     "port": "listen port (HTTPS)",
+    "health_port": "plain-HTTP port for GET /healthz (liveness): answers before a certificate exists",
     "tls_dir": "directory with tls.crt and tls.key (a mounted kubernetes.io/tls Secret)",
     "tls_min_version": "1.2 or 1.3",
     "tls_reload_seconds": "how often the certificate files are checked for a change",

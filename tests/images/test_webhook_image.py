@@ -80,7 +80,14 @@ def test_the_webhook_image_answers_every_golden_admission_review_identically(
         item.chmod(0o644)  # a Secret volume's default mode, readable by any UID
     port = free_port()
     # The golden cases' settings (tests/webhook/test_golden_cases.py): no volume status to ask.
-    data = settings(manifests, "modelcache-webhook-settings", MODELCACHE_PORT=str(port), MODELCACHE_HOST="127.0.0.1")
+    health = free_port()
+    data = settings(
+        manifests,
+        "modelcache-webhook-settings",
+        MODELCACHE_PORT=str(port),
+        MODELCACHE_HEALTH_PORT=str(health),
+        MODELCACHE_HOST="127.0.0.1",
+    )
     data["modelcache-webhook-settings"]["MODELCACHE_FETCHER_IMAGE"] = SETTINGS.fetcher_image
     del data["modelcache-webhook-settings"]["MODELCACHE_VOLUME_STATUS"]
     pod = deployment(manifests, "modelcache-webhook")
@@ -89,6 +96,8 @@ def test_the_webhook_image_answers_every_golden_admission_review_identically(
     url = f"https://127.0.0.1:{port}"
     with kubelet.started("webhook") as running:
         wait_until("ready", lambda: urllib.request.urlopen(url + "/readyz", context=context).status == 200, running)
+        live = f"http://127.0.0.1:{health}/healthz"  # the liveness probe's port, plain HTTP
+        assert urllib.request.urlopen(live, timeout=5).status == 200
         for name in CASE_NAMES:
             status, body = post(url + "/mutate", (CASES / name / "review.json").read_bytes(), context)
             assert summary(status, body) == json.loads((CASES / name / "expected.json").read_text()), name

@@ -93,7 +93,18 @@ def test_the_deployment_is_highly_available_and_restricted(rendered: list[Object
     assert container["resources"]["limits"]["memory"]
     assert container["lifecycle"]["preStop"]
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "https", "scheme": "HTTPS"}
-    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    # Liveness on the plain-HTTP health port: on HTTPS it fails until the first certificate arrives,
+    # and the kubelet restarts a webhook that only waits for the controller to issue one.
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    environ = {
+        **one(rendered, "ConfigMap", "modelcache-webhook-settings")["data"],
+        "KUBERNETES_SERVICE_HOST": "10.0.0.1",
+    }
+    settings = Settings.from_env(environ)
+    liveness = container["livenessProbe"]["httpGet"]
+    assert liveness["path"] == "/healthz"
+    assert liveness.get("scheme", "HTTP") == "HTTP"
+    assert ports[liveness["port"]] == settings.health_port
     assert pod["spec"]["serviceAccountName"] == "modelcache-webhook"  # read-one-ConfigMap rights (test_rbac)
     assert pod["spec"]["enableServiceLinks"] is False
     budget = one(rendered, "PodDisruptionBudget")["spec"]

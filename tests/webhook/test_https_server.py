@@ -8,6 +8,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from certs.authority import create_ca, issue_serving_cert, write_tls_dir
 from devtools.admission import admission_review
-from devtools.webhook_process import run_webhook
+from devtools.webhook_process import free_port, run_webhook, write_certificates
 from webhook.app import create_app
 from webhook.config import Settings
 from webhook.review import MAX_BODY_BYTES, decode_patch
@@ -240,6 +241,45 @@ async def test_mismatched_pair_mid_rotation_keeps_serving_the_old_one(served: Se
     assert served.tls.current is before
     cert = await asyncio.to_thread(served_certificate, served.port, served.client_context())
     assert cert.serial_number == served.certificate.serial_number
+
+
+def test_liveness_answers_before_the_first_certificate_and_readiness_waits_for_it(tmp_path: Path) -> None:
+    """First install: the controller issues the certificate up to a minute after the webhook starts."""
+    tls_dir = tmp_path / "tls"
+    tls_dir.mkdir()  # the Secret volume, still empty
+    port, health = free_port(), free_port()
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "MODELCACHE_HOST": "127.0.0.1",
+        "MODELCACHE_PORT": str(port),
+        "MODELCACHE_HEALTH_PORT": str(health),
+        "MODELCACHE_TLS_DIR": str(tls_dir),
+        "MODELCACHE_TLS_RELOAD_SECONDS": "0.2",
+    }
+    process = subprocess.Popen([sys.executable, "-m", "webhook"], env=env, stderr=subprocess.PIPE)
+    try:
+        assert wait_for_status(f"http://127.0.0.1:{health}/healthz", None) == 200
+        ca = ssl.create_default_context(cafile=str(write_certificates(tmp_path / "issued")))
+        with pytest.raises(urllib.error.URLError, match="SSL"):  # no certificate, no handshake: no HTTPS probe passes
+            urllib.request.urlopen(f"https://127.0.0.1:{port}/readyz", context=ca, timeout=2)
+        for name in ("ca.crt", "tls.crt", "tls.key"):
+            (tls_dir / name).write_bytes((tmp_path / "issued" / name).read_bytes())
+        assert wait_for_status(f"https://127.0.0.1:{port}/readyz", ca) == 200
+        assert process.poll() is None
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def wait_for_status(url: str, context: ssl.SSLContext | None, seconds: float = 30) -> int:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with urllib.request.urlopen(url, context=context, timeout=2) as response:
+                return int(response.status)
+        except OSError:
+            assert time.monotonic() < deadline, f"{url}: no answer within {seconds} s"
+            time.sleep(0.05)
 
 
 def test_the_real_process_serves_and_validates_its_settings(tmp_path: Path) -> None:
