@@ -39,9 +39,11 @@ class Settings:
     fetcher_image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     pvc_name: str = "modelcache"
     mount_path: str = "/models"
-    fetcher_cpu_request: str = "250m"
+    # Requests below a small app's: a pod reserves the larger of its biggest init container's requests
+    # and its apps' sum, so the fetcher's must not set that floor (96Mi covers its measured peak RSS).
+    fetcher_cpu_request: str = "50m"
     fetcher_cpu_limit: str = "2"
-    fetcher_memory_request: str = "256Mi"
+    fetcher_memory_request: str = "96Mi"
     fetcher_memory_limit: str = "1Gi"
     # Size limit of the emptyDir that replaces the cache for pods that opt out.
     pod_local_size_limit: str = "100Gi"

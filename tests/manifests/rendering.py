@@ -56,6 +56,7 @@ CHART_CUSTOM: dict[str, Any] = {
         "resources": {"requests": {"cpu": "10m", "memory": "64Mi"}, "limits": {"memory": "128Mi"}},
     },
     "webhook": {"replicas": 3, "failurePolicy": "Fail", "timeoutSeconds": 2},
+    "fetcher": {"resources": {"requests": {"cpu": "25m", "memory": "128Mi"}, "limits": {"cpu": 4, "memory": "2Gi"}}},
     "controller": {"replicas": 1},
     "excludedNamespaces": ["batch-jobs"],
     "createNamespace": True,

@@ -23,6 +23,7 @@ from tests.manifests.rendering import (
     render,
     render_chart,
 )
+from webhook.config import Settings
 
 # Labels Helm adds to every object, and the pod annotations that roll pods when settings change.
 HELM_LABELS = (
@@ -153,6 +154,9 @@ def test_custom_values_reach_the_objects() -> None:
     webhook_settings = one(objects, "ConfigMap", "modelcache-webhook-settings")["data"]
     assert webhook_settings["MODELCACHE_FETCHER_IMAGE"] == "registry.example.com/ml/modelcache-fetcher:0.1.0"
     assert webhook_settings["MODELCACHE_LOG_LEVEL"] == "DEBUG"
+    parsed = Settings.from_env({**webhook_settings, "KUBERNETES_SERVICE_HOST": "10.0.0.1"})
+    resources = (parsed.fetcher_cpu_request, parsed.fetcher_memory_request, parsed.fetcher_cpu_limit)
+    assert (*resources, parsed.fetcher_memory_limit) == ("25m", "128Mi", "4", "2Gi")
 
 
 def test_the_chart_installs_into_another_namespace_consistently() -> None:
