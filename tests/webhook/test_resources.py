@@ -28,7 +28,10 @@ def effective_requests(pod: dict[str, Any]) -> dict[str, Decimal]:
     spec = pod["spec"]
     out = {}
     for resource in ("cpu", "memory"):
-        apps = sum(quantity(c.get("resources", {}).get("requests", {}).get(resource, "0")) for c in spec["containers"])
+        apps = sum(
+            (quantity(c.get("resources", {}).get("requests", {}).get(resource, "0")) for c in spec["containers"]),
+            Decimal(0),
+        )
         inits = [
             quantity(c.get("resources", {}).get("requests", {}).get(resource, "0")) for c in spec["initContainers"]
         ]
