@@ -66,7 +66,7 @@ class HubAdapter:
         repo = self.source.repo_id
         entries = self._call(
             lambda: list(self.api.list_repo_tree(repo, revision=commit, recursive=True)),
-            f"listing the files of {repo} at {commit}",
+            f"listing the files of {repo} at {commit} on {self.endpoint}",
         )
         available: list[str] = []
         files: list[RemoteFile] = []
@@ -123,7 +123,7 @@ class HubAdapter:
                 return cached
         info = self._call(
             lambda: self.api.model_info(self.source.repo_id, revision=self.source.revision),
-            f"resolving {self.source.uri}",
+            f"resolving {self.source.uri} at {self.endpoint}",
         )
         if not info.sha or not _COMMIT.fullmatch(info.sha):
             raise TransferError(f"the Hub at {self.endpoint} resolved {self.source.uri} to {info.sha!r}, not a commit")

@@ -201,3 +201,31 @@ def test_a_kill_while_the_snapshot_is_built_leaves_nothing_once_the_next_run_pub
     assert [n for n in os.listdir(snapshots) if n.startswith(".")] == []
     (repo,) = scan_cache_dir(cache / "hub").repos
     assert [len(r.files) for r in repo.revisions] == [len(MANY)]  # one revision, whole
+
+
+@pytest.mark.parametrize(
+    ("source", "extra"),
+    [
+        pytest.param("hf://org/model", {"HF_ENDPOINT": "http://127.0.0.1:9"}, id="hf"),
+        pytest.param(
+            "s3://models/llama",
+            {
+                "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
+                "AWS_ACCESS_KEY_ID": "x",
+                "AWS_SECRET_ACCESS_KEY": "x",
+                "AWS_DEFAULT_REGION": "us-east-1",
+                "AWS_EC2_METADATA_DISABLED": "true",
+            },
+            id="s3",
+        ),
+        pytest.param("https://127.0.0.1:9/m.bin#sha256=" + "a" * 64, {}, id="https"),
+    ],
+)
+def test_an_unreachable_origin_is_named_in_the_message(source: str, extra: dict[str, str], cache: Path) -> None:
+    """The endpoint a node failed to reach (a mirror, a custom S3 endpoint) is what an operator must check."""
+    env = fetcher_environment(source, cache, extra={**extra, "MODELCACHE_RETRIES": "1"})
+    result = run_fetcher(env)
+    assert result.returncode == 8, result.stderr
+    message = (cache.parent / "pod-0.termination-log").read_text()
+    assert message.startswith("modelcache fetcher: TransferFailed: ")
+    assert "http://127.0.0.1:9" in message or "https://127.0.0.1:9" in message
