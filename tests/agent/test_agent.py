@@ -321,3 +321,24 @@ def test_the_cronjob_purge_in_provision_mode_asks_only_its_namespace(
     layout = CacheLayout(cache)
     assert check_ready(layout, TINY) is not None
     assert check_ready(layout, JSON_ONLY) is None  # team-b's pod reads team-b's own cache
+
+
+def test_purge_rounds_follow_their_own_schedule_not_the_metrics_scan(
+    hub: HubServer, cache: Path, tmp_path: Path, kube: tuple[KubeApi, Path], agents: list[Agent]
+) -> None:
+    """checkUnusedCachedModelsEvery shorter than the scan: each round still comes when the setting says."""
+    _, kubeconfig = kube
+    populate(hub, cache)
+    every = "2s"
+    agent = Agent(
+        cache,
+        kubeconfig,
+        "agent-0",
+        tmp_path,
+        MODELCACHE_SCAN_EVERY="1m",
+        MODELCACHE_CHECK_UNUSED_CACHED_MODELS_EVERY=every,
+    )
+    agents.append(agent)
+    agent.wait_for("3 rounds", lambda s: value(s, "modelcache_purge_rounds_total", result="ok") >= 3, seconds=40)
+    rounds = [json.loads(line) for line in agent.log.read_text().splitlines() if "purge round" in line]
+    assert all(f"next in {every}" in entry["message"] for entry in rounds)
