@@ -18,8 +18,10 @@ import logging
 from dataclasses import replace
 from datetime import datetime, timedelta
 
-from certs.authority import CLOCK_SKEW, KeyPair, service_dns_names
-from certs.rotation import CertState, rotate, signed_by
+from cryptography import x509
+
+from certs.authority import CLOCK_SKEW, KeyPair, create_ca, issue_serving_cert, service_dns_names
+from certs.rotation import CertState, bundle_of, rotate, signed_by
 from modelcache.contract import JsonObject
 from modelcache.runtime.kube import Kube, path
 
@@ -41,15 +43,17 @@ def reconcile_certificates(
     """Bring the Secrets and the caBundle up to date; returns what changed (empty when nothing did)."""
     stored_ca = api.read(path("v1", "secrets", ca_secret, namespace=namespace))
     stored_tls = api.read(path("v1", "secrets", tls_secret, namespace=namespace))
-    state = _state_of(stored_ca, stored_tls)
-    wanted = rotate(state, dns_names=service_dns_names(service, namespace), now=now)
-    if state is not None and _moves_too_soon(state, wanted, now=now, min_overlap=min_overlap):
+    configuration = _webhook_configuration(api, webhook_configuration)
+    dns_names = service_dns_names(service, namespace)
+    state = _state_of(stored_ca, stored_tls, _published(configuration), dns_names=dns_names, now=now)
+    wanted = rotate(state, dns_names=dns_names, now=now)
+    if _moves_too_soon(state, wanted, now=now, min_overlap=min_overlap):
         wanted = replace(wanted, serving=state.serving)
     changes = []
     ca_data = {"ca.crt": wanted.ca.cert_pem, "ca.key": wanted.ca.key_pem}
     if _write_secret(api, stored_ca, name=ca_secret, namespace=namespace, data=ca_data, kind="Opaque"):
         changes.append(f"stored a new CA in Secret {namespace}/{ca_secret}")
-    if _publish_bundle(api, webhook_configuration, wanted.bundle):
+    if _publish_bundle(api, configuration, wanted.bundle):
         changes.append(f"published a CA bundle of {wanted.bundle.count(b'BEGIN')} into {webhook_configuration}")
     tls_data = {"tls.crt": wanted.serving.cert_pem, "tls.key": wanted.serving.key_pem, "ca.crt": wanted.bundle}
     if _write_secret(api, stored_tls, name=tls_secret, namespace=namespace, data=tls_data, kind="kubernetes.io/tls"):
@@ -59,23 +63,82 @@ def reconcile_certificates(
     return changes
 
 
-def _state_of(stored_ca: JsonObject | None, stored_tls: JsonObject | None) -> CertState | None:
-    """The stored state, or None (start over) when a piece is missing or unreadable."""
-    if stored_ca is None or stored_tls is None:
+def _state_of(
+    stored_ca: JsonObject | None,
+    stored_tls: JsonObject | None,
+    published: bytes,
+    *,
+    dns_names: list[str],
+    now: datetime,
+) -> CertState:
+    """The stored state, with what is missing made again without breaking what the apiserver trusts.
+
+    - No usable serving Secret: a serving certificate is issued from the stored CA; the bundle does not
+      change, and the webhook pods verify with it before and after the kubelet delivers the new Secret.
+    - No usable CA Secret: a new CA is made and *joins* the CAs already published, so the certificate
+      the pods still serve keeps verifying; the serving certificate moves to the new CA only after it
+      has been published for min_overlap (rotate, _moves_too_soon), as in a planned CA rotation.
+    - Neither (a first install, or both deleted): the same, with a new serving certificate at once.
+    """
+    ca = _pair(stored_ca, "ca.crt", "ca.key", what="CA")
+    serving = _pair(stored_tls, "tls.crt", "tls.key", what="serving")
+    tls_bundle = _decoded(stored_tls).get("ca.crt", b"") if stored_tls is not None and serving is not None else b""
+    if ca is None:
+        ca = create_ca(now=now)
+        if published or serving is not None:
+            log.warning(
+                "certificates: the CA Secret is missing or unusable; a new CA joins the published bundle, and "
+                "the serving certificate moves to it after %s",
+                MIN_OVERLAP,
+            )
+    if serving is None:
+        serving = issue_serving_cert(ca, dns_names, now=now)
+    # What the apiserver trusts now is what must stay trusted; the serving Secret's copy of the bundle
+    # counts only when nothing is published (a webhook configuration installed again, without one).
+    certificates = [*_certificates(published or tls_bundle), ca.certificate]
+    return CertState(ca=ca, serving=serving, bundle=bundle_of(certificates, now))
+
+
+def _pair(secret: JsonObject | None, cert_key: str, key_key: str, *, what: str) -> KeyPair | None:
+    if secret is None:
         return None
     try:
-        ca, tls = _decoded(stored_ca), _decoded(stored_tls)
-        state = CertState(
-            ca=KeyPair(ca["ca.crt"], ca["ca.key"]),
-            serving=KeyPair(tls["tls.crt"], tls["tls.key"]),
-            bundle=tls.get("ca.crt", ca["ca.crt"]),
-        )
-        state.ca.private_key()
-        state.serving.certificate  # noqa: B018 (parses; raises on garbage)
+        data = _decoded(secret)
+        pair = KeyPair(data[cert_key], data[key_key])
+        pair.private_key()
+        pair.certificate  # noqa: B018 (parses; raises on garbage)
     except (KeyError, ValueError, TypeError) as err:
-        log.warning("certificates: the stored ones are unusable (%r); issuing new ones", err)
+        log.warning("certificates: the stored %s certificate is unusable (%r); making it again", what, err)
         return None
-    return state
+    return pair
+
+
+def _certificates(bundle: bytes) -> list[x509.Certificate]:
+    try:
+        return x509.load_pem_x509_certificates(bundle) if bundle.strip() else []
+    except ValueError:
+        return []
+
+
+def _webhook_configuration(api: Kube, name: str) -> JsonObject:
+    configuration = api.read(path("admissionregistration.k8s.io/v1", "mutatingwebhookconfigurations", name))
+    if configuration is None:
+        raise LookupError(
+            f"MutatingWebhookConfiguration {name!r} does not exist; install the manifests (docs/install.md) first"
+        )
+    return configuration
+
+
+def _published(configuration: JsonObject) -> bytes:
+    """The caBundle the apiserver verifies the webhook with now (the first webhook's: all are kept equal)."""
+    for webhook in configuration.get("webhooks", []):
+        encoded = webhook.get("clientConfig", {}).get("caBundle")
+        if encoded:
+            try:
+                return base64.b64decode(encoded)
+            except ValueError:
+                return b""
+    return b""
 
 
 def _moves_too_soon(state: CertState, wanted: CertState, *, now: datetime, min_overlap: timedelta) -> bool:
@@ -85,14 +148,9 @@ def _moves_too_soon(state: CertState, wanted: CertState, *, now: datetime, min_o
     return on_previous_ca and wanted.serving is not state.serving and now - joined < min_overlap
 
 
-def _publish_bundle(api: Kube, name: str, bundle: bytes) -> bool:
+def _publish_bundle(api: Kube, configuration: JsonObject, bundle: bytes) -> bool:
     """Set clientConfig.caBundle of every webhook in the configuration; a JSON Patch guarded by test ops."""
-    where = path("admissionregistration.k8s.io/v1", "mutatingwebhookconfigurations", name)
-    configuration = api.read(where)
-    if configuration is None:
-        raise LookupError(
-            f"MutatingWebhookConfiguration {name!r} does not exist; install the manifests (docs/install.md) first"
-        )
+    where = path("admissionregistration.k8s.io/v1", "mutatingwebhookconfigurations", configuration["metadata"]["name"])
     encoded = base64.b64encode(bundle).decode()
     ops: list[JsonObject] = []
     for index, webhook in enumerate(configuration.get("webhooks", [])):

@@ -35,8 +35,9 @@ _WORKLOAD_IDENTITY_ENV = (
     "AWS_CONTAINER_CREDENTIALS_FULL_URI",
     "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
 )
-_RESERVED_VOLUMES = (w.CACHE_VOLUME_NAME, w.SCRATCH_VOLUME_NAME, w.PIN_VOLUME_NAME)
+_RESERVED_VOLUMES = (w.CACHE_VOLUME_NAME, w.SCRATCH_VOLUME_NAME, w.PIN_VOLUME_NAME, w.NO_TOKEN_VOLUME_NAME)
 _PIN_SIZE_LIMIT = "1Mi"  # one symlink
+_NO_TOKEN_SIZE_LIMIT = "1Ki"  # noqa: S105 (a size: it stays empty, nothing writes to a read-only mount)
 _TOKEN_FILE_ENV = ("AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE")
 
 
@@ -345,7 +346,8 @@ def _volumes(claim: str | None, settings: Settings) -> list[JsonObject]:
         cache["emptyDir"] = {"sizeLimit": settings.pod_local_size_limit}
     scratch = {"name": w.SCRATCH_VOLUME_NAME, "emptyDir": {"sizeLimit": settings.scratch_size_limit}}
     pin = {"name": w.PIN_VOLUME_NAME, "emptyDir": {"sizeLimit": _PIN_SIZE_LIMIT}}
-    return [cache, scratch, pin]
+    no_token = {"name": w.NO_TOKEN_VOLUME_NAME, "emptyDir": {"sizeLimit": _NO_TOKEN_SIZE_LIMIT}}
+    return [cache, scratch, pin, no_token]
 
 
 def _app_env(request: ModelRequest) -> list[JsonObject]:
@@ -366,10 +368,13 @@ def _fetcher_container(
         {"name": w.CACHE_VOLUME_NAME, "mountPath": request.mount_path},
         {"name": w.SCRATCH_VOLUME_NAME, "mountPath": w.SCRATCH_MOUNT_PATH},
         {"name": w.PIN_VOLUME_NAME, "mountPath": w.PIN_MOUNT_PATH},
+        {"name": w.NO_TOKEN_VOLUME_NAME, "mountPath": w.SERVICE_ACCOUNT_TOKEN_PATH, "readOnly": True},
     ]
     if isinstance(request.source, sources.S3Source):
         identity_env, identity_mounts = _workload_identity(view, targets)
         env += identity_env
+        if any(m["mountPath"] == w.SERVICE_ACCOUNT_TOKEN_PATH for m in identity_mounts):
+            mounts = [m for m in mounts if m["name"] != w.NO_TOKEN_VOLUME_NAME]  # web identity uses that token
         mounts += identity_mounts
     security: JsonObject = {
         "allowPrivilegeEscalation": False,

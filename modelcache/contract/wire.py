@@ -24,6 +24,12 @@ SCRATCH_MOUNT_PATH = "/tmp"  # noqa: S108 (a private emptyDir: the root filesyst
 PIN_VOLUME_NAME = "modelcache-pin"
 PIN_MOUNT_PATH = "/run/modelcache"
 PIN_PATH = PIN_MOUNT_PATH + "/model"
+# An empty directory mounted read-only in the fetcher at the ServiceAccount token path: the apiserver's
+# ServiceAccount admission plugin skips a container that mounts something there, so the fetcher (which
+# asks no API) gets no token, and that plugin's second pass after our patch changes nothing, which
+# spares the pod a second review by our webhook.
+NO_TOKEN_VOLUME_NAME = "modelcache-no-token"  # noqa: S105 (a volume name)
+SERVICE_ACCOUNT_TOKEN_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"  # noqa: S105 (a path)
 # The label the webhook puts on injected pods, so that "which pods use this model" is one selector.
 MODEL_KEY_LABEL = "modelcache.io/model-key"
 TERMINATION_LOG_PATH = "/dev/termination-log"
