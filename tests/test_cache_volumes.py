@@ -166,3 +166,45 @@ def test_the_webhook_is_not_ready_until_it_has_read_the_status(api: KubeApi, tmp
     with pytest.raises(TimeoutError), run_webhook(tmp_path, env=env, log_file=log, ready_timeout=5):
         pass  # an API that refuses our token: never ready, so no pod is ever decided without the status
     assert "401" in (tmp_path / "webhook.log").read_text()
+
+
+def operator_pvc(api: KubeApi, namespace: str, *, modes: tuple[str, ...] = ("ReadWriteMany",)) -> None:
+    api.create(
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "models-cache", "namespace": namespace},
+            "spec": {"accessModes": list(modes), "resources": {"requests": {"storage": "1Ti"}}},
+        }
+    )
+
+
+def test_existing_volumes_admit_a_pod_created_right_after_its_pvc_before_the_controller_reports(
+    api: KubeApi, webhook: RunningWebhook
+) -> None:
+    """A pipeline creates the PVC, then a bare pod or a Job at once: no retry will come for it."""
+    run_pass(controller(api, volume_mode="existing", claim_name="models-cache"), datetime.now(UTC))
+    review_until(webhook, POD, "team-a", denied_with("no PersistentVolumeClaim"))
+    operator_pvc(api, "team-a")  # the controller's pass has not run since: its status still lacks team-a
+    answer = review_until(webhook, POD, "team-a", allowed)
+    assert claim_of(answer) == "models-cache"
+    operator_pvc(api, "team-b", modes=("ReadWriteOnce",))
+    denial = review_until(webhook, POD, "team-b", denied_with("must be ReadWriteMany"))
+    assert "no PersistentVolumeClaim" not in denial["status"]["message"]
+
+
+def test_without_its_own_view_of_the_pvcs_the_webhook_says_the_status_is_not_known_yet(tmp_path: Path) -> None:
+    rendered = render("base")
+    webhook_rules = grants_of(rendered, service_account="modelcache-webhook", namespace=NS)
+    blind = [(scope, rule) for scope, rule in webhook_rules if "persistentvolumeclaims" not in rule["resources"]]
+    grants = {
+        "webhook": blind,
+        "controller": grants_of(rendered, service_account="modelcache-controller", namespace=NS),
+    }
+    with (
+        KubeApi(token="controller", grants=grants) as api,
+        run_webhook(tmp_path, env=watching_env(api, tmp_path, token="webhook")) as running,
+    ):
+        run_pass(controller(api, volume_mode="existing", claim_name="models-cache"), datetime.now(UTC))
+        answer = review_until(running, POD, "team-a", denied_with("not known yet"))
+        assert "no PersistentVolumeClaim" not in answer["status"]["message"]

@@ -1,9 +1,10 @@
-"""The controller's volume status, kept current in memory by a list + watch of one ConfigMap.
+"""The controller's volume status and the cache PVCs, kept current in memory by list + watch.
 
-An informer for one object, on the aiohttp client the webhook already has (the official client would
-double the webhook's memory). The admission hot path only reads `self.status`; it never waits on the
-API. Credentials are the pod's service account (the token file is re-read on every request, since
-projected tokens rotate), or given in settings when the webhook runs outside the cluster.
+Informers for one ConfigMap and for the PVCs that carry the cache's claim name, on the aiohttp client
+the webhook already has (a Kubernetes client library would double the webhook's memory). The admission
+hot path only reads what they hold; it never waits on the API. Credentials are the pod's service
+account (the token file is re-read on every request, since projected tokens rotate), or given in
+settings when the webhook runs outside the cluster.
 """
 
 from __future__ import annotations
@@ -14,14 +15,15 @@ import json
 import logging
 import os
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from modelcache.contract.volumes import STATUS_KEY, VolumeDeniedError, VolumeStatus
+from modelcache.contract.volumes import STATUS_KEY, VolumeDeniedError, VolumeStatus, unusable_claim
 from webhook.config import Settings
 from webhook.errors import DenialError
 
@@ -30,8 +32,31 @@ WATCH_SECONDS = 300
 _RETRY_SECONDS = (1, 2, 5, 10)
 
 
+@dataclass(frozen=True, slots=True)
+class ClaimView:
+    """A cache PVC as the webhook's own watch sees it."""
+
+    access_modes: tuple[str, ...]
+    phase: str
+    deleting: bool
+
+    @classmethod
+    def of(cls, pvc: dict[str, Any]) -> ClaimView:
+        metadata, spec = pvc.get("metadata") or {}, pvc.get("spec") or {}
+        return cls(
+            access_modes=tuple(spec.get("accessModes") or ()),
+            phase=str((pvc.get("status") or {}).get("phase") or "Pending"),
+            deleting=bool(metadata.get("deletionTimestamp")),
+        )
+
+
 class VolumeStatusWatcher:
-    """Holds the newest VolumeStatus; `run` keeps it current until cancelled."""
+    """Holds the newest VolumeStatus and the webhook's own view of the cache PVCs; `run` keeps both current.
+
+    The PVC view closes the window between an operator creating a PVC (``existing`` volumes) and the
+    controller's next report: a pod created in that window is decided by the PVC the webhook saw, not
+    denied for a PVC "missing" that exists.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.namespace, _, self.name = settings.volume_status.partition("/")
@@ -40,6 +65,10 @@ class VolumeStatusWatcher:
         self.ca_file = settings.kube_ca_file
         self.status: VolumeStatus | None = None
         self.synced = False  # the first list succeeded: until then, the webhook is not ready
+        self.claims: dict[str, ClaimView] = {}  # namespace -> its PVC named claims_of
+        self.claims_of = ""  # the claim name the PVC view lists ("" until its first list)
+        self.claims_problem = "the webhook is still listing them"
+        self._status_changed = asyncio.Event()
 
     def claim_for(self, namespace: str) -> str:
         """The PVC to mount for a pod in `namespace`, or DenialError saying what to configure."""
@@ -53,22 +82,109 @@ class VolumeStatusWatcher:
         try:
             return status.claim_for(namespace, now=datetime.now(UTC))
         except VolumeDeniedError as err:
+            if status.mode == "existing" and namespace not in status.namespaces and not status.problem:
+                return self._seen_claim(status, namespace, err)
             raise DenialError(str(err)) from err
 
+    def _seen_claim(self, status: VolumeStatus, namespace: str, missing: VolumeDeniedError) -> str:
+        """Not in the controller's report yet: decide by the PVC this webhook sees, if it sees them."""
+        if self.claims_of != status.claim:
+            raise DenialError(
+                f"modelcache: the cache volume of namespace {namespace} is not known yet: the modelcache "
+                f"controller has not reported it, and the webhook cannot see its PersistentVolumeClaims "
+                f"({self.claims_problem}). Retry in a few seconds; if it lasts, check the modelcache-controller "
+                f"and modelcache-webhook pods in namespace {status.controller_namespace}."
+            ) from missing
+        claim = self.claims.get(namespace)
+        if claim is None:
+            raise DenialError(str(missing)) from missing
+        where = f"{namespace}/{status.claim}"
+        problem = unusable_claim(
+            where, access_modes=claim.access_modes, phase=claim.phase, deleting=claim.deleting, managed=False
+        )
+        if problem:
+            raise DenialError(f"modelcache: no usable cache volume in namespace {namespace}: {problem}") from missing
+        return status.claim  # Bound, or being bound: the pod waits for it as for a pending PVC
+
     async def run(self) -> None:
+        await asyncio.gather(self._follow(self._status_feed()), self._follow(self._claims_feed()))
+
+    async def _follow(self, feed: _Feed) -> None:
+        """List, then watch from that version, for as long as the app runs; back off on errors."""
         attempt = 0
         while True:
             try:
+                while not feed.ready():  # the PVC view waits for the status, which names the claim
+                    self._status_changed.clear()
+                    if not feed.ready():
+                        await self._status_changed.wait()
                 async with self._session() as session:
-                    version = await self._list(session)
+                    version = await self._list(session, feed)
                     attempt = 0
-                    while version:
-                        version = await self._watch(session, version)
+                    while version and feed.ready():
+                        version = await self._watch(session, feed, version)
             except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as err:
                 delay = _RETRY_SECONDS[min(attempt, len(_RETRY_SECONDS) - 1)]
                 attempt += 1
-                log.warning("volume status: %s; retrying in %d s (keeping the last known status)", err, delay)
+                feed.failed(err)
+                log.warning("%s: %s; retrying in %d s (keeping the last known state)", feed.what, err, delay)
                 await asyncio.sleep(delay)
+
+    def _status_feed(self) -> _Feed:
+        def reset(items: list[dict[str, Any]]) -> None:
+            self._update(items[0] if items else None)
+            self.synced = True
+
+        def apply(kind: str, obj: dict[str, Any]) -> None:
+            self._update(obj if kind in ("ADDED", "MODIFIED") else None)
+
+        return _Feed(
+            what="volume status",
+            path=f"/api/v1/namespaces/{self.namespace}/configmaps",
+            selector=lambda: f"metadata.name={self.name}",
+            reset=reset,
+            apply=apply,
+        )
+
+    def _claims_feed(self) -> _Feed:
+        """The PVCs named as the status's claim, in every namespace: for ``existing`` volumes."""
+        listing = {"claim": ""}
+
+        def claim() -> str:
+            return self.status.claim if self.status is not None else ""
+
+        def reset(items: list[dict[str, Any]]) -> None:
+            self.claims = {str(i["metadata"]["namespace"]): ClaimView.of(i) for i in items}
+            self.claims_of = listing["claim"] = claim()
+
+        def apply(kind: str, obj: dict[str, Any]) -> None:
+            namespace = str(obj.get("metadata", {}).get("namespace", ""))
+            if kind == "DELETED":
+                self.claims.pop(namespace, None)
+            elif kind in ("ADDED", "MODIFIED"):
+                self.claims[namespace] = ClaimView.of(obj)
+
+        def failed(err: Exception) -> None:
+            self.claims_of = ""
+            self.claims_problem = f"{type(err).__name__}: {str(err)[:200]}"
+
+        def ready() -> bool:  # a new claim name in the status: list again for it
+            wanted = claim()
+            return bool(wanted) and listing["claim"] in ("", wanted)
+
+        def selector() -> str:
+            listing["claim"] = ""
+            return f"metadata.name={claim()}"
+
+        return _Feed(
+            what="cache PVCs",
+            path="/api/v1/persistentvolumeclaims",
+            selector=selector,
+            reset=reset,
+            apply=apply,
+            failed=failed,
+            ready=ready,
+        )
 
     def _session(self) -> aiohttp.ClientSession:
         context: ssl.SSLContext | bool = False
@@ -85,29 +201,24 @@ class VolumeStatusWatcher:
         token = self.token_file.read_text().strip() if self.token_file.exists() else ""
         return {"Authorization": f"Bearer {token}"} if token else {}
 
-    @property
-    def _path(self) -> str:
-        return f"/api/v1/namespaces/{self.namespace}/configmaps"
-
-    async def _list(self, session: aiohttp.ClientSession) -> str:
-        params = {"fieldSelector": f"metadata.name={self.name}"}
-        async with session.get(self._path, params=params, headers=self._headers()) as response:
+    async def _list(self, session: aiohttp.ClientSession, feed: _Feed) -> str:
+        selector = feed.selector()
+        async with session.get(feed.path, params={"fieldSelector": selector}, headers=self._headers()) as response:
             document = await _json(response)
-        items = document.get("items") or []
-        self._update(items[0] if items else None)
-        self.synced = True
+        feed.selector_listed = selector
+        feed.reset(document.get("items") or [])
         return str(document["metadata"]["resourceVersion"])
 
-    async def _watch(self, session: aiohttp.ClientSession, version: str) -> str:
+    async def _watch(self, session: aiohttp.ClientSession, feed: _Feed, version: str) -> str:
         """One watch call; the version to continue from, or "" to list again (410 Gone)."""
         params = {
-            "fieldSelector": f"metadata.name={self.name}",
+            "fieldSelector": feed.selector_listed,
             "watch": "true",
             "resourceVersion": version,
             "allowWatchBookmarks": "true",
             "timeoutSeconds": str(WATCH_SECONDS),
         }
-        async with session.get(self._path, params=params, headers=self._headers()) as response:
+        async with session.get(feed.path, params=params, headers=self._headers()) as response:
             if response.status != 200:
                 await _json(response)
             async for line in response.content:
@@ -120,13 +231,14 @@ class VolumeStatusWatcher:
                         return ""
                     raise ValueError(f"watch error: {obj.get('message')}")
                 version = str(obj.get("metadata", {}).get("resourceVersion", version))
-                if event.get("type") in ("ADDED", "MODIFIED"):
-                    self._update(obj)
-                elif event.get("type") == "DELETED":
-                    self._update(None)
+                if event.get("type") in ("ADDED", "MODIFIED", "DELETED"):
+                    feed.apply(str(event["type"]), obj)
+                if not feed.ready():
+                    return ""  # what to watch changed: list again
         return version
 
     def _update(self, configmap: dict[str, Any] | None) -> None:
+        self._status_changed.set()
         if configmap is None:
             self.status = None
             return
@@ -136,6 +248,20 @@ class VolumeStatusWatcher:
         except ValueError as err:
             log.error("volume status in %s/%s is unreadable: %s", self.namespace, self.name, err)
             self.status = None
+
+
+@dataclass
+class _Feed:
+    """One list + watch: what to ask, and what to do with the answers."""
+
+    what: str
+    path: str
+    selector: Callable[[], str]
+    reset: Callable[[list[dict[str, Any]]], None]
+    apply: Callable[[str, dict[str, Any]], None]
+    failed: Callable[[Exception], None] = lambda _: None
+    ready: Callable[[], bool] = lambda: True
+    selector_listed: str = ""
 
 
 async def _json(response: aiohttp.ClientResponse) -> dict[str, Any]:

@@ -28,6 +28,31 @@ HEARTBEAT = timedelta(seconds=60)
 STALE_AFTER = timedelta(minutes=5)
 
 
+RWX = "ReadWriteMany"
+
+
+def unusable_claim(where: str, *, access_modes: tuple[str, ...], phase: str, deleting: bool, managed: bool) -> str:
+    """Why a cache PVC (`namespace/name`) cannot serve pods whatever its binding does next; "" when it can.
+
+    The controller and the webhook's own view of the PVCs both decide with this: a pod on several nodes
+    needs ReadWriteMany; a PVC being deleted or that lost its volume is never going to be mounted.
+    `managed`: the controller made it (and makes it again), rather than the operator.
+    """
+    if deleting:
+        if managed:
+            return ""  # pending: created again once it is gone
+        return f"PVC {where} is being deleted; create it again once it is gone"
+    if RWX not in access_modes:
+        fix = "delete it and the controller creates a ReadWriteMany one" if managed else "recreate it as ReadWriteMany"
+        return (
+            f"PVC {where} has access modes {', '.join(access_modes) or 'none'}; pods on several nodes share "
+            f"the cache, so it must be ReadWriteMany ({fix})"
+        )
+    if phase == "Lost":
+        return f"PVC {where} lost its volume (phase Lost); see kubectl describe pvc"
+    return ""
+
+
 class VolumeDeniedError(Exception):
     """A pod in this namespace cannot get a usable cache volume; str(err) says what to configure."""
 

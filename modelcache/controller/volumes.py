@@ -21,10 +21,9 @@ from datetime import datetime
 from typing import Literal
 
 from modelcache.contract import JsonObject
-from modelcache.contract.volumes import NamespaceVolume, VolumeStatus
+from modelcache.contract.volumes import RWX, NamespaceVolume, VolumeStatus, unusable_claim
 from modelcache.controller.config import ControllerSettings
 
-RWX = "ReadWriteMany"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "modelcache-controller"}
 CLONE_OF_ANNOTATION = "modelcache.io/clone-of"
 CLONE_NAMESPACE_LABEL = "modelcache.io/clone-for-namespace"
@@ -190,21 +189,15 @@ _COMMON_VOLUME_SPEC_KEYS = {
 def _claim_state(claim: Claim, settings: ControllerSettings, *, now: datetime) -> NamespaceVolume:
     where = f"{claim.namespace}/{claim.name}"
     managed = settings.volume_mode != "existing"
+    problem = unusable_claim(
+        where, access_modes=claim.access_modes, phase=claim.phase, deleting=claim.deleting, managed=managed
+    )
+    if problem:
+        return NamespaceVolume("error", problem)
     if claim.deleting:
-        if managed:
-            return NamespaceVolume("pending", f"PVC {where} is being deleted; it is created again once it is gone")
-        return NamespaceVolume("error", f"PVC {where} is being deleted; create it again once it is gone")
-    if RWX not in claim.access_modes:
-        fix = "delete it and the controller creates a ReadWriteMany one" if managed else "recreate it as ReadWriteMany"
-        return NamespaceVolume(
-            "error",
-            f"PVC {where} has access modes {', '.join(claim.access_modes) or 'none'}; pods on several nodes share "
-            f"the cache, so it must be ReadWriteMany ({fix})",
-        )
+        return NamespaceVolume("pending", f"PVC {where} is being deleted; it is created again once it is gone")
     if claim.phase == "Bound":
         return NamespaceVolume("ready")
-    if claim.phase == "Lost":
-        return NamespaceVolume("error", f"PVC {where} lost its volume (phase Lost); see kubectl describe pvc")
     waited = now - claim.created
     if waited <= settings.volume_pending_deadline:
         return NamespaceVolume("pending", f"PVC {where} is waiting to be bound")

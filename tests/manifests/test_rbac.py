@@ -18,6 +18,7 @@ Grant = tuple[str, str, str, tuple[str, ...], tuple[str, ...]]
 EXPECTED: dict[str, set[Grant]] = {
     "modelcache-webhook": {
         (NS, "", "configmaps", ("get", "list", "watch"), ("modelcache-volumes",)),
+        ("", "", "persistentvolumeclaims", ("list", "watch"), ()),
     },
     "modelcache-controller": {
         (NS, "coordination.k8s.io", "leases", ("create",), ()),
