@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from modelcache.contract.volumes import STATUS_CONFIGMAP, STATUS_KEY, VolumeStatus
 from modelcache.contract.wire import MODEL_KEY_LABEL
 from modelcache.controller.config import ControllerSettings
-from modelcache.controller.volumes import CLONE_NAMESPACE_LABEL, MANAGED_BY, Action, Claim, Observed
+from modelcache.controller.volumes import CACHE_SOURCE_LABEL, CLONE_NAMESPACE_LABEL, MANAGED_BY, Action, Claim, Observed
 from modelcache.runtime.kube import LIVE_PODS, ApiError, Kube, path
 
 log = logging.getLogger(__name__)
@@ -25,7 +25,7 @@ def observe_volumes(api: Kube, settings: ControllerSettings) -> Observed:
     storage_class = None
     if settings.volume_mode != "existing":
         storage_class = api.read(path("storage.k8s.io/v1", "storageclasses", settings.storage_class))
-    source_volume, clones = None, {}
+    source_volume, clones, retained = None, {}, []
     if settings.volume_mode == "clone":
         own = by_namespace.get(settings.namespace)
         if own is not None and own.volume_name:
@@ -34,22 +34,28 @@ def observe_volumes(api: Kube, settings: ControllerSettings) -> Observed:
             path("v1", "persistentvolumes"), params={"labelSelector": f"{_MANAGED_SELECTOR},{CLONE_NAMESPACE_LABEL}"}
         )
         clones = {item["metadata"]["name"]: item for item in listed.get("items", [])}
+        if own is None:  # a new shared PVC is due: find the volume an earlier installation retained
+            selector = f"{CACHE_SOURCE_LABEL}={settings.claim_name}"
+            retained = api.get(path("v1", "persistentvolumes"), params={"labelSelector": selector}).get("items", [])
     return Observed(
         claims=by_namespace,
         wanted=frozenset(item["metadata"]["namespace"] for item in pods.get("items", [])),
         storage_class=storage_class,
         source_volume=source_volume,
         clones=clones,
+        retained=retained,
     )
 
 
 def apply_action(api: Kube, action: Action) -> None:
-    """Carry out one create or delete; a create that finds the object, or a delete that does not, is done."""
+    """Carry out one create, delete or patch; a create that finds the object, or a delete that does not, is done."""
     try:
         if action.verb == "create" and action.kind == "PersistentVolumeClaim":
             api.create(path("v1", "persistentvolumeclaims", namespace=action.namespace), action.body)
         elif action.verb == "create":
             api.create(path("v1", "persistentvolumes"), action.body)
+        elif action.verb == "patch":  # the shared PV: retained, or freed for the new shared PVC
+            api.patch(path("v1", "persistentvolumes", action.name), action.body)
         else:  # the planner deletes only its own PV copies, never a PVC
             api.delete(path("v1", "persistentvolumes", action.name))
     except ApiError as err:

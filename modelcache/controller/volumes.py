@@ -27,6 +27,9 @@ from modelcache.controller.config import ControllerSettings
 MANAGED_BY = {"app.kubernetes.io/managed-by": "modelcache-controller"}
 CLONE_OF_ANNOTATION = "modelcache.io/clone-of"
 CLONE_NAMESPACE_LABEL = "modelcache.io/clone-for-namespace"
+# On the shared volume (clone mode), with the claim name as value: it is retained, and a later
+# installation binds its new shared PVC to it, so the cached files survive an uninstall.
+CACHE_SOURCE_LABEL = "modelcache.io/cache-source"
 # Volume types that several PVs can point at safely (MLIS checks the same two); others need the bypass.
 SHAREABLE_VOLUME_TYPES = ("nfs", "hostPath")
 # Provisioners whose volumes attach to one node at a time: ReadWriteMany PVCs from them never bind.
@@ -82,13 +85,14 @@ class Observed:
     storage_class: JsonObject | None = None  # the StorageClass named storage_class, if it exists
     source_volume: JsonObject | None = None  # clone: the PV bound to the controller's own PVC
     clones: dict[str, JsonObject] = field(default_factory=dict)  # our PV copies by name
+    retained: list[JsonObject] = field(default_factory=list)  # clone: PVs labelled CACHE_SOURCE_LABEL=claim_name
 
 
 @dataclass(frozen=True, slots=True)
 class Action:
-    """Create a PVC or PV copy, or delete a PV copy (the controller never deletes a PVC)."""
+    """Create a PVC or PV copy, delete a PV copy, or patch the shared PV (the controller never deletes a PVC)."""
 
-    verb: Literal["create", "delete"]
+    verb: Literal["create", "delete", "patch"]
     kind: Literal["PersistentVolumeClaim", "PersistentVolume"]
     name: str
     namespace: str = ""
@@ -114,7 +118,10 @@ def plan_volumes(observed: Observed, settings: ControllerSettings, *, now: datet
     namespaces: dict[str, NamespaceVolume] = {}
     for namespace in sorted((observed.wanted | observed.claims.keys()) - {settings.namespace}):
         claim = observed.claims.get(namespace)
-        if claim is not None:
+        stale = _stale_copy(claim, observed, settings) if claim is not None else ""
+        if stale:
+            namespaces[namespace] = NamespaceVolume("error", stale)
+        elif claim is not None:
             namespaces[namespace] = _claim_state(claim, settings, now=now)
         elif settings.volume_mode != "existing" and not problem:
             actions += _create_for(namespace, observed, settings)
@@ -152,7 +159,7 @@ def _source_problem(observed: Observed, settings: ControllerSettings, actions: l
     source = observed.claims.get(settings.namespace)
     where = f"{settings.namespace}/{settings.claim_name}"
     if source is None:
-        actions.append(_claim_action(settings.namespace, settings, storage_class=settings.storage_class))
+        actions += _shared_claim(observed, settings)
         return ""  # created now; namespaces wait (pending) until it binds
     state = _claim_state(source, settings, now=now)
     if state.state == "error":
@@ -170,7 +177,53 @@ def _source_problem(observed: Observed, settings: ControllerSettings, actions: l
             "and hostPath volumes can be copied into other namespaces safely. Use an NFS StorageClass, or set "
             "bypassStorageCheck (MODELCACHE_BYPASS_STORAGE_CHECK) if this driver allows one volume in several PVs."
         )
+    actions += _retain(volume, settings)
     return ""
+
+
+def _shared_claim(observed: Observed, settings: ControllerSettings) -> list[Action]:
+    """The shared PVC: bound to the volume an earlier installation retained, when there is one."""
+    reusable = sorted(
+        (
+            pv
+            for pv in observed.retained
+            if pv.get("status", {}).get("phase") in ("Released", "Available")
+            and pv.get("spec", {}).get("storageClassName") == settings.storage_class
+            and RWX in pv.get("spec", {}).get("accessModes", ())
+        ),
+        key=lambda pv: str(pv.get("metadata", {}).get("creationTimestamp", "")),
+    )
+    if not reusable:
+        return [_claim_action(settings.namespace, settings, storage_class=settings.storage_class)]
+    volume = reusable[-1]
+    name = volume["metadata"]["name"]
+    claim_ref = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "namespace": settings.namespace,
+        "name": settings.claim_name,
+        "uid": None,
+        "resourceVersion": None,
+    }
+    size = volume["spec"].get("capacity", {}).get("storage", settings.storage_size)
+    reason = "the cache files of an earlier installation: binding the new shared PVC to them"
+    return [
+        Action("patch", "PersistentVolume", name, body={"spec": {"claimRef": claim_ref}}, reason=reason),
+        _claim_action(settings.namespace, settings, storage_class=settings.storage_class, volume_name=name, size=size),
+    ]
+
+
+def _retain(volume: JsonObject, settings: ControllerSettings) -> list[Action]:
+    """Keep the shared files when the shared PVC goes (an uninstall deletes its namespace): Retain, labelled."""
+    spec, labels = volume.get("spec", {}), volume.get("metadata", {}).get("labels") or {}
+    if spec.get("persistentVolumeReclaimPolicy") == "Retain" and labels.get(CACHE_SOURCE_LABEL) == settings.claim_name:
+        return []
+    body = {
+        "metadata": {"labels": {CACHE_SOURCE_LABEL: settings.claim_name}},
+        "spec": {"persistentVolumeReclaimPolicy": "Retain"},
+    }
+    reason = "the cached files must outlive the shared PVC (an uninstall, a deleted namespace)"
+    return [Action("patch", "PersistentVolume", volume["metadata"]["name"], body=body, reason=reason)]
 
 
 _COMMON_VOLUME_SPEC_KEYS = {
@@ -184,6 +237,24 @@ _COMMON_VOLUME_SPEC_KEYS = {
     "volumeMode",
     "volumeAttributesClassName",
 }
+
+
+def _stale_copy(claim: Claim, observed: Observed, settings: ControllerSettings) -> str:
+    """Clone mode: why the namespace's PVC is bound to a copy of a shared volume that is not the current one."""
+    copy = observed.clones.get(claim.volume_name)
+    source = observed.source_volume
+    if settings.volume_mode != "clone" or copy is None or source is None:
+        return ""
+    copied_from = (copy.get("metadata", {}).get("annotations") or {}).get(CLONE_OF_ANNOTATION, "")
+    if copied_from == source["metadata"]["name"]:
+        return ""
+    return (
+        f"PVC {claim.namespace}/{claim.name} is bound to {claim.volume_name}, a copy of the shared volume "
+        f"{copied_from or '(unknown)'}, which is not the shared cache volume any more ({source['metadata']['name']}: "
+        "its PVC was deleted and made again, e.g. by an uninstall of an earlier version). Its pods would not "
+        f"find the cache. Once no pod uses it, `kubectl -n {claim.namespace} delete pvc {claim.name}`: the "
+        "controller then gives the namespace a copy of the current one"
+    )
 
 
 def _claim_state(claim: Claim, settings: ControllerSettings, *, now: datetime) -> NamespaceVolume:

@@ -295,6 +295,124 @@ def test_certificates_are_issued_published_and_rotated_with_an_overlap(api: Kube
     assert len(bundle_2) == 2
 
 
+def woken_pass(loop: Controller) -> None:
+    """A pass right after a watch event (a PVC or PV changed)."""
+    loop.wake.set()
+    run_pass(loop, datetime.now(UTC))
+
+
+def provisioned_volume(api: KubeApi, name: str, path: str) -> None:
+    """What an NFS provisioner makes for the shared PVC: its class's reclaim policy, Delete."""
+    api.create(
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {"name": name},
+            "spec": {
+                "capacity": {"storage": "100Gi"},
+                "accessModes": ["ReadWriteMany"],
+                "nfs": {"server": "10.0.0.5", "path": path},
+                "storageClassName": "nfs-client",
+                "persistentVolumeReclaimPolicy": "Delete",
+            },
+        }
+    )
+
+
+def bind_shared(api: KubeApi, volume: str) -> None:
+    """The PV controller binds the shared PVC and the volume to each other."""
+    shared = api.get("PersistentVolumeClaim", "modelcache", NS)
+    assert shared is not None
+    bind(api, NS, volume)
+    reference = {
+        "kind": "PersistentVolumeClaim",
+        "namespace": NS,
+        "name": "modelcache",
+        "uid": shared["metadata"]["uid"],
+    }
+    api.set_status("PersistentVolume", volume, {"phase": "Bound"}, claimRef=reference)
+
+
+def uninstall(api: KubeApi, volume: str) -> None:
+    """`kubectl delete -k` deletes the namespace, and its PVC; the PV controller applies the reclaim policy."""
+    api.delete("PersistentVolumeClaim", "modelcache", NS)
+    pv = api.get("PersistentVolume", volume)
+    assert pv is not None
+    if pv["spec"]["persistentVolumeReclaimPolicy"] == "Delete":
+        api.delete("PersistentVolume", volume)  # and the provisioner deletes the files
+    else:
+        api.set_status("PersistentVolume", volume, {"phase": "Released"})
+
+
+def ready_namespace(api: KubeApi, loop: Controller, namespace: str) -> None:
+    woken_pass(loop)
+    copy = clone_volume_name("modelcache", namespace)
+    bind(api, namespace, copy)
+    api.set_status("PersistentVolume", copy, {"phase": "Bound"})
+    woken_pass(loop)
+    assert status(api).namespaces[namespace].state == "ready"
+
+
+def test_an_uninstall_keeps_the_cached_files_and_a_reinstall_serves_them_again(api: KubeApi) -> None:
+    first = controller(api, volume_mode="clone", storage_class="nfs-client", manage_certificates=False)
+    model_pod(api, "team-a")
+    woken_pass(first)
+    provisioned_volume(api, "pvc-7f3a", "/exports/modelcache-pvc-7f3a")
+    bind_shared(api, "pvc-7f3a")
+    woken_pass(first)
+    shared = api.get("PersistentVolume", "pvc-7f3a")
+    assert shared is not None
+    assert shared["spec"]["persistentVolumeReclaimPolicy"] == "Retain"  # deleting the PVC keeps the files
+    ready_namespace(api, first, "team-a")
+    first.elector.release()
+
+    uninstall(api, "pvc-7f3a")
+    assert api.get("PersistentVolume", "pvc-7f3a") is not None
+
+    again = controller(
+        api, identity="reinstalled", volume_mode="clone", storage_class="nfs-client", manage_certificates=False
+    )
+    woken_pass(again)
+    claim = api.get("PersistentVolumeClaim", "modelcache", NS)
+    assert claim is not None
+    assert claim["spec"]["volumeName"] == "pvc-7f3a"  # the same files, not a new empty volume
+    volume = api.get("PersistentVolume", "pvc-7f3a")
+    assert volume is not None
+    assert "uid" not in volume["spec"]["claimRef"]  # free for the new PVC
+    bind_shared(api, "pvc-7f3a")
+    woken_pass(again)
+    assert status(api).namespaces["team-a"].state == "ready"  # its copy still points at the same files
+    model_pod(api, "team-b")
+    ready_namespace(api, again, "team-b")
+    copy = api.get("PersistentVolume", clone_volume_name("modelcache", "team-b"))
+    assert copy is not None
+    assert copy["spec"]["nfs"]["path"] == "/exports/modelcache-pvc-7f3a"
+
+
+def test_a_namespace_whose_copy_lost_its_shared_volume_is_reported_not_ready(api: KubeApi) -> None:
+    """What an uninstall of an earlier version left: the shared volume deleted, the copies still Bound."""
+    first = controller(api, volume_mode="clone", storage_class="nfs-client", manage_certificates=False)
+    model_pod(api, "team-a")
+    woken_pass(first)
+    provisioned_volume(api, "pvc-old", "/exports/modelcache-pvc-old")
+    bind_shared(api, "pvc-old")
+    ready_namespace(api, first, "team-a")
+    first.elector.release()
+    api.delete("PersistentVolumeClaim", "modelcache", NS)
+    api.delete("PersistentVolume", "pvc-old")  # as the Delete policy did before the controller retained it
+    again = controller(
+        api, identity="reinstalled", volume_mode="clone", storage_class="nfs-client", manage_certificates=False
+    )
+    woken_pass(again)
+    provisioned_volume(api, "pvc-new", "/exports/modelcache-pvc-new")
+    bind_shared(api, "pvc-new")
+    woken_pass(again)
+    entry = status(api).namespaces["team-a"]
+    assert entry.state == "error"
+    assert "pvc-old" in entry.message
+    assert "kubectl -n team-a delete pvc modelcache" in entry.message
+
+
 def test_the_status_document_is_what_the_webhook_reads(api: KubeApi) -> None:
     loop = controller(api, volume_mode="existing", manage_certificates=False)
     model_pod(api, "team-a")

@@ -10,7 +10,14 @@ import pytest
 
 from modelcache.contract.volumes import VolumeDeniedError, VolumeStatus
 from modelcache.controller.config import ControllerSettings
-from modelcache.controller.volumes import Action, Claim, Observed, clone_volume_name, plan_volumes
+from modelcache.controller.volumes import (
+    CACHE_SOURCE_LABEL,
+    Action,
+    Claim,
+    Observed,
+    clone_volume_name,
+    plan_volumes,
+)
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 NFS_CLASS = {"metadata": {"name": "nfs-client"}, "provisioner": "cluster.local/nfs-subdir-external-provisioner"}
@@ -195,8 +202,89 @@ def test_clone_removes_copies_whose_pvc_is_gone_and_only_those() -> None:
         clones={released["metadata"]["name"]: released, bound["metadata"]["name"]: bound},
     )
     plan = plan_volumes(observed, settings("clone"), now=NOW)
-    assert [(a.verb, a.name) for a in plan.actions] == [("delete", released["metadata"]["name"])]
+    deletes = [(a.verb, a.name) for a in plan.actions if a.verb == "delete"]
+    assert deletes == [("delete", released["metadata"]["name"])]
     assert plan.status.claim_for("team-a", now=NOW) == "modelcache"
+
+
+# --- clone: the shared files outlive an uninstall ---------------------------------------------------
+def patched(actions: tuple[Action, ...], name: str) -> dict[str, Any]:
+    (body,) = [a.body for a in actions if a.verb == "patch" and a.name == name and a.body is not None]
+    return body
+
+
+def test_clone_retains_the_shared_volume_so_deleting_its_pvc_keeps_the_files() -> None:
+    """The provisioner's volume comes with its class's policy, usually Delete: an uninstall would erase it."""
+    source = volume("pvc-source", nfs={"server": "10.0.0.5", "path": "/exports/models"})
+    source["spec"]["persistentVolumeReclaimPolicy"] = "Delete"
+    observed = Observed(
+        claims={"modelcache-system": claim("modelcache-system")},
+        wanted=frozenset(),
+        storage_class=NFS_CLASS,
+        source_volume=source,
+    )
+    patch = patched(plan_volumes(observed, settings("clone"), now=NOW).actions, "pvc-source")
+    assert patch["spec"] == {"persistentVolumeReclaimPolicy": "Retain"}
+    assert patch["metadata"]["labels"] == {CACHE_SOURCE_LABEL: "modelcache"}
+    source["spec"]["persistentVolumeReclaimPolicy"] = "Retain"
+    source["metadata"]["labels"] = {CACHE_SOURCE_LABEL: "modelcache"}
+    assert plan_volumes(observed, settings("clone"), now=NOW).actions == ()  # done once
+
+
+def test_clone_after_a_reinstall_binds_the_new_shared_pvc_to_the_retained_volume() -> None:
+    retained = volume("pvc-source", nfs={"server": "10.0.0.5", "path": "/exports/models"})
+    retained["metadata"]["labels"] = {CACHE_SOURCE_LABEL: "modelcache"}
+    retained["spec"].update(
+        persistentVolumeReclaimPolicy="Retain",
+        claimRef={"kind": "PersistentVolumeClaim", "namespace": "modelcache-system", "name": "modelcache", "uid": "x"},
+    )
+    retained["status"] = {"phase": "Released"}
+    observed = Observed(claims={}, wanted=frozenset({"team-a"}), storage_class=NFS_CLASS, retained=[retained])
+    plan = plan_volumes(observed, settings("clone"), now=NOW)
+    claim_ref = patched(plan.actions, "pvc-source")["spec"]["claimRef"]
+    assert claim_ref == {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "namespace": "modelcache-system",
+        "name": "modelcache",
+        "uid": None,  # a merge patch: drops the old PVC's uid, so the PV controller binds the new one
+        "resourceVersion": None,
+    }
+    (pvc,) = created(plan.actions, "PersistentVolumeClaim")
+    assert pvc["spec"]["volumeName"] == "pvc-source"
+    assert pvc["spec"]["storageClassName"] == "nfs-client"
+    assert pvc["spec"]["resources"]["requests"]["storage"] == "300Gi"
+    assert [a.verb for a in plan.actions] == ["patch", "create"]  # free the volume for it first
+
+
+def test_clone_reports_a_namespace_whose_copy_points_at_a_shared_volume_that_is_gone() -> None:
+    """An uninstall before this version deleted the shared volume; the copies kept pointing at its path."""
+    current = volume("pvc-new", nfs={"server": "10.0.0.5", "path": "/exports/models-new"})
+    stale = volume(clone_volume_name("modelcache", "team-a"), nfs={"server": "10.0.0.5", "path": "/exports/old"})
+    stale["metadata"]["annotations"] = {"modelcache.io/clone-of": "pvc-old"}
+    stale["status"] = {"phase": "Bound"}
+    team_a = Claim(
+        namespace="team-a",
+        name="modelcache",
+        phase="Bound",
+        access_modes=("ReadWriteMany",),
+        volume_name=clone_volume_name("modelcache", "team-a"),
+        created=NOW - timedelta(days=3),
+        deleting=False,
+    )
+    observed = Observed(
+        claims={"modelcache-system": claim("modelcache-system"), "team-a": team_a},
+        wanted=frozenset({"team-a"}),
+        storage_class=NFS_CLASS,
+        source_volume=current,
+        clones={stale["metadata"]["name"]: stale},
+    )
+    plan = plan_volumes(observed, settings("clone"), now=NOW)
+    entry = plan.status.namespaces["team-a"]
+    assert entry.state == "error"
+    assert "pvc-old" in entry.message
+    assert "kubectl -n team-a delete pvc modelcache" in entry.message
+    assert "team-a" in denial(plan.status, "team-a")
 
 
 # --- the status document the webhook reads ----------------------------------------------------------
