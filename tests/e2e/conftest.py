@@ -1,8 +1,22 @@
 """The e2e suite runs only against a real cluster: KUBECONFIG must point at one. Never faked.
 
-It installs manifests/ (base, with the images named by MODELCACHE_E2E_WEBHOOK_IMAGE and
-MODELCACHE_E2E_FETCHER_IMAGE, which the cluster must be able to pull or already have, e.g. `kind load`),
-waits for the rollout, runs, and uninstalls unless MODELCACHE_E2E_KEEP=1. docs/development.md.
+Everything it needs from the cluster comes from its environment (docs/development.md), so that it runs
+on a cluster without internet:
+
+- MODELCACHE_E2E_WEBHOOK_IMAGE, MODELCACHE_E2E_FETCHER_IMAGE: images the cluster can pull or has
+  (default modelcache-webhook:dev, modelcache-fetcher:dev, as `make images` tags them);
+- MODELCACHE_E2E_APP_IMAGE: an image with Python and huggingface_hub that plays the serving app
+  (default the fetcher image, which has both); MODELCACHE_E2E_PAUSE_IMAGE: a container that only waits
+  (default registry.k8s.io/pause:3.10);
+- MODELCACHE_E2E_MODEL: an hf:// model the origin serves (default a tiny public one);
+  MODELCACHE_E2E_HF_ENDPOINT: a Hub mirror (the webhook's MODELCACHE_HF_ENDPOINT);
+  MODELCACHE_E2E_S3_ENDPOINT: an S3 endpoint (MODELCACHE_S3_ENDPOINT);
+  MODELCACHE_E2E_BIG_MODEL: a model that takes at least ~10 s to download (for the deletion test);
+- MODELCACHE_E2E_OVERLAY: what to install, `base` (existing volumes: the suite creates a PVC in each of
+  its namespaces) or `overlays/nfs` (clone: one shared cache), MODELCACHE_E2E_STORAGE_CLASS its class.
+
+It installs that overlay with those settings, waits for the rollout, runs, and uninstalls unless
+MODELCACHE_E2E_KEEP=1. A fetch that fails for good fails its test at once with the fetcher's message.
 """
 
 from __future__ import annotations
@@ -13,7 +27,8 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +37,50 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent.parent
 KUBECTL = str(Path(sys.executable).parent / "kubectl")
 SYSTEM = "modelcache-system"
+FETCHER = "modelcache-fetch"
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """What the suite was told about the cluster under test."""
+
+    webhook_image: str = "modelcache-webhook:dev"
+    fetcher_image: str = "modelcache-fetcher:dev"
+    app_image: str = ""
+    pause_image: str = "registry.k8s.io/pause:3.10"
+    model: str = "hf://hf-internal-testing/tiny-random-gpt2"
+    big_model: str = ""
+    hf_endpoint: str = ""
+    s3_endpoint: str = ""
+    overlay: str = "base"
+    storage_class: str = ""
+
+    @classmethod
+    def from_env(cls) -> Cluster:
+        env = os.environ
+        found = {
+            name: env[f"MODELCACHE_E2E_{name.upper()}"]
+            for name in cls.__dataclass_fields__
+            if env.get(f"MODELCACHE_E2E_{name.upper()}")
+        }
+        cluster = cls(**found)
+        return cluster if cluster.app_image else cls(**{**found, "app_image": cluster.fetcher_image})
+
+    @property
+    def shared(self) -> bool:
+        """One cache for every namespace (clone mode), rather than a PVC per namespace."""
+        return self.overlay != "base"
+
+    def webhook_settings(self) -> dict[str, str]:
+        settings = {"MODELCACHE_FETCHER_IMAGE": self.fetcher_image}
+        if self.hf_endpoint:
+            settings["MODELCACHE_HF_ENDPOINT"] = self.hf_endpoint
+        if self.s3_endpoint:
+            settings["MODELCACHE_S3_ENDPOINT"] = self.s3_endpoint
+        return settings
+
+
+CLUSTER = Cluster.from_env()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -34,7 +93,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def kubectl(*args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([KUBECTL, *args], input=stdin, capture_output=True, text=True, check=check, timeout=300)
+    result = subprocess.run([KUBECTL, *args], input=stdin, capture_output=True, text=True, check=False, timeout=600)
+    if check and result.returncode != 0:
+        raise AssertionError(f"kubectl {' '.join(args)}: exit {result.returncode}\n{result.stderr[-2000:]}")
+    return result
 
 
 def kubectl_json(*args: str) -> Any:
@@ -45,7 +107,7 @@ def apply(obj: dict[str, Any]) -> None:
     kubectl("apply", "-f", "-", stdin=json.dumps(obj))
 
 
-def eventually(what: str, probe: Any, seconds: float = 180) -> Any:
+def eventually(what: str, probe: Callable[[], Any], seconds: float = 180, every: float = 2) -> Any:
     deadline = time.monotonic() + seconds
     while True:
         result = probe()
@@ -53,49 +115,98 @@ def eventually(what: str, probe: Any, seconds: float = 180) -> Any:
             return result
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {seconds:.0f} s waiting for {what}")
-        time.sleep(2)
+        time.sleep(every)
+
+
+def fetcher_state(pod: dict[str, Any]) -> tuple[str, int | None, str]:
+    """The fetcher init container's (state, exit code, message), from its current or last termination."""
+    for status in pod.get("status", {}).get("initContainerStatuses", []):
+        if status["name"] != FETCHER:
+            continue
+        for state in (status.get("state", {}), status.get("lastState", {})):
+            if "terminated" in state:
+                done = state["terminated"]
+                return "terminated", int(done.get("exitCode", -1)), str(done.get("message", ""))
+        return ("running" if "running" in status.get("state", {}) else "waiting"), None, ""
+    return "absent", None, ""
+
+
+def fetch_failed(pod: dict[str, Any]) -> str:
+    """The fetcher's message if it failed for good (any exit but 0 and 143, a deletion); "" otherwise."""
+    state, code, message = fetcher_state(pod)
+    if state == "terminated" and code not in (0, 143):
+        name = pod["metadata"]["name"]
+        return f"the fetcher of pod {name} exited {code}: {message.strip() or '(no message)'}"
+    return ""
+
+
+def wait_for_pods(namespace: str, selector: str, count: int, *, ready: bool, seconds: float = 600) -> list[Any]:
+    """`count` pods matching the selector, Running (or Ready); fails at once when a fetch failed for good."""
+
+    def probe() -> list[Any]:
+        pods = kubectl_json("-n", namespace, "get", "pods", "-l", selector)["items"]
+        for item in pods:
+            failure = fetch_failed(item)
+            if failure:
+                raise AssertionError(failure)
+        done = [item for item in pods if _ready(item) or (not ready and item["status"].get("phase") == "Running")]
+        return done if len(done) >= count else []
+
+    result: list[Any] = eventually(f"{count} pod(s) {selector} in {namespace}", probe, seconds=seconds)
+    return result
+
+
+def _ready(pod: dict[str, Any]) -> bool:
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in pod.get("status", {}).get("conditions", []))
+
+
+def overlay_for(directory: Path) -> Path:
+    """A kustomization over CLUSTER.overlay with the images and settings under test."""
+    base = os.path.relpath(ROOT / "manifests" / CLUSTER.overlay, directory)
+    name, _, tag = CLUSTER.webhook_image.rpartition(":")
+    patch = [{"op": "add", "path": f"/data/{k}", "value": v} for k, v in CLUSTER.webhook_settings().items()]
+    patches = [{"target": {"kind": "ConfigMap", "name": "modelcache-webhook-settings"}, "patch": json.dumps(patch)}]
+    if CLUSTER.storage_class and CLUSTER.shared:
+        value = [{"op": "add", "path": "/data/MODELCACHE_STORAGE_CLASS", "value": CLUSTER.storage_class}]
+        patches.append(
+            {"target": {"kind": "ConfigMap", "name": "modelcache-controller-settings"}, "patch": json.dumps(value)}
+        )
+    kustomization = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": [base],
+        "images": [{"name": "modelcache-webhook", "newName": name, "newTag": tag}],
+        "patches": patches,
+    }
+    (directory / "kustomization.yaml").write_text(json.dumps(kustomization))
+    return directory
+
+
+def install(overlay: Path) -> None:
+    kubectl("apply", "-k", str(overlay))
+    for deployment in ("modelcache-controller", "modelcache-webhook"):
+        kubectl("-n", SYSTEM, "rollout", "status", f"deploy/{deployment}", "--timeout=300s")
+
+
+def uninstall(overlay: Path, *, wait: bool) -> None:
+    kubectl("delete", "-k", str(overlay), "--ignore-not-found", f"--wait={str(wait).lower()}", check=False)
 
 
 @pytest.fixture(scope="session")
-def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """manifests/base with the e2e images, rolled out and ready."""
-    webhook_image = os.environ.get("MODELCACHE_E2E_WEBHOOK_IMAGE", "modelcache-webhook:dev")
-    fetcher_image = os.environ.get("MODELCACHE_E2E_FETCHER_IMAGE", "modelcache-fetcher:dev")
-    overlay = tmp_path_factory.mktemp("overlay")
-    base = os.path.relpath(ROOT / "manifests" / "base", overlay)
-    name, _, tag = webhook_image.rpartition(":")
-    (overlay / "kustomization.yaml").write_text(
-        json.dumps(
-            {
-                "apiVersion": "kustomize.config.k8s.io/v1beta1",
-                "kind": "Kustomization",
-                "resources": [base],
-                "images": [{"name": "modelcache-webhook", "newName": name, "newTag": tag}],
-                "patches": [
-                    {
-                        "target": {"kind": "ConfigMap", "name": "modelcache-webhook-settings"},
-                        "patch": json.dumps(
-                            [{"op": "replace", "path": "/data/MODELCACHE_FETCHER_IMAGE", "value": fetcher_image}]
-                        ),
-                    }
-                ],
-            }
-        )
-    )
-    kubectl("apply", "-k", str(overlay))
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The overlay with the e2e images and settings, rolled out and ready; the overlay's directory."""
+    overlay = overlay_for(tmp_path_factory.mktemp("overlay"))
+    install(overlay)
     try:
-        kubectl("-n", SYSTEM, "rollout", "status", "deploy/modelcache-controller", "--timeout=300s")
-        kubectl("-n", SYSTEM, "rollout", "status", "deploy/modelcache-webhook", "--timeout=300s")
-        yield
+        yield overlay
     finally:
         if not os.environ.get("MODELCACHE_E2E_KEEP"):
-            kubectl("delete", "-k", str(overlay), "--ignore-not-found", "--wait=false", check=False)
+            uninstall(overlay, wait=False)
 
 
-@pytest.fixture
-def namespace(installed: None) -> Iterator[str]:
-    """A fresh namespace labelled Pod Security restricted, with a ReadWriteMany cache PVC."""
-    name = f"modelcache-e2e-{uuid.uuid4().hex[:6]}"
+def new_namespace(prefix: str = "modelcache-e2e") -> str:
+    """A fresh namespace labelled Pod Security restricted, with a cache PVC unless the cache is shared."""
+    name = f"{prefix}-{uuid.uuid4().hex[:6]}"
     apply(
         {
             "apiVersion": "v1",
@@ -103,15 +214,22 @@ def namespace(installed: None) -> Iterator[str]:
             "metadata": {"name": name, "labels": {"pod-security.kubernetes.io/enforce": "restricted"}},
         }
     )
-    claim: dict[str, Any] = {
-        "apiVersion": "v1",
-        "kind": "PersistentVolumeClaim",
-        "metadata": {"name": "modelcache", "namespace": name},
-        "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Gi"}}},
-    }
-    if os.environ.get("MODELCACHE_E2E_STORAGE_CLASS"):
-        claim["spec"]["storageClassName"] = os.environ["MODELCACHE_E2E_STORAGE_CLASS"]
-    apply(claim)
+    if not CLUSTER.shared:
+        claim: dict[str, Any] = {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "modelcache", "namespace": name},
+            "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Gi"}}},
+        }
+        if CLUSTER.storage_class:
+            claim["spec"]["storageClassName"] = CLUSTER.storage_class
+        apply(claim)
+    return name
+
+
+@pytest.fixture
+def namespace(installed: Path) -> Iterator[str]:
+    name = new_namespace()
     try:
         yield name
     finally:
