@@ -23,6 +23,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -160,8 +161,9 @@ class Agent:
             self.metrics.purged_bytes.inc(report.freed_bytes)
         self.metrics.purge_rounds.labels("stopped" if report.stopped else "ok").inc()
         chosen = sum(1 for item in report.items if item.decision.remove and (report.dry_run or item.removed))
+        every = self.settings.check_unused_cached_models_every.total_seconds()  # counted from the end of this round
         log.info(
-            "purge round %s: %d of %d model(s) %s, %d leftover(s); %s %s; next in %s",
+            "purge round %s: %d of %d model(s) %s, %d leftover(s); %s %s; next in %s (at %s)",
             "stopped" if report.stopped else "done",
             chosen,
             len(report.items),
@@ -169,7 +171,8 @@ class Agent:
             len(report.leftovers),
             "would free" if report.dry_run else "freed",
             format_bytes(report.freed_bytes),
-            format_duration(self.settings.check_unused_cached_models_every.total_seconds()),
+            format_duration(every),
+            datetime.fromtimestamp(time.time() + every, UTC).strftime("%H:%M:%S UTC"),
         )
         if not report.stopped:
             self._record_round()

@@ -341,4 +341,4 @@ def test_purge_rounds_follow_their_own_schedule_not_the_metrics_scan(
     agents.append(agent)
     agent.wait_for("3 rounds", lambda s: value(s, "modelcache_purge_rounds_total", result="ok") >= 3, seconds=40)
     rounds = [json.loads(line) for line in agent.log.read_text().splitlines() if "purge round" in line]
-    assert all(f"next in {every}" in entry["message"] for entry in rounds)
+    assert all(f"next in {every} (at " in entry["message"] for entry in rounds)
