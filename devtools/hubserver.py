@@ -12,7 +12,8 @@ What huggingface_hub 2.x and our fetcher use, and how the Hub answers it:
   ``X-Linked-Etag`` (sha256) and ``X-Linked-Size``. Range requests get 206.
 
 Fault knobs for tests: throttling (to SIGKILL a download midway), statuses to answer next (429 with
-Retry-After, 503), a corrupted byte, a wrong declared digest, and ignoring Range. The server counts
+Retry-After, 503), a corrupted byte, a wrong declared digest, and ignoring Range (otherwise ranges are
+answered as RFC 9110 says: `bytes=A-B`, `bytes=A-`, suffixes, 416 past the end). The server counts
 the content bytes it sends, so tests can assert that 8 pods downloaded a model once. It binds only
 to 127.0.0.1.
 """
@@ -311,24 +312,27 @@ class HubServer:
         if request.method == "GET" and self.faults.next_statuses:
             status = self.faults.next_statuses.pop(0)
             return web.Response(status=status, headers={"Retry-After": str(self.faults.retry_after)})
-        start = 0
-        ranged = request.http_range.start if not self.faults.ignore_range else None
-        if ranged:
-            start = ranged
         size = item.size
         if request.method == "HEAD":
             return web.Response(status=200, headers={**headers, "Content-Length": str(size)})
-        response = web.StreamResponse(status=206 if start else 200, headers=headers)
-        response.content_length = size - start
-        if start:
-            response.headers["Content-Range"] = f"bytes {start}-{size - 1}/{size}"
+        wanted = None if self.faults.ignore_range else byte_range(request.headers.get("Range"), size)
+        if wanted == "unsatisfiable":
+            return web.Response(status=416, headers={**headers, "Content-Range": f"bytes */{size}"})
+        start, end = wanted if isinstance(wanted, tuple) else (0, size - 1)
+        response = web.StreamResponse(status=206 if wanted else 200, headers=headers)
+        response.content_length = end - start + 1
+        if wanted:
+            response.headers["Content-Range"] = f"bytes {start}-{end}/{size}"
         await response.prepare(request)
         sent = 0
         began = time.monotonic()
         position = start
         rate = self.faults.bytes_per_second
         piece = max(1024, int(rate / 20)) if rate else CHUNK  # throttled: ~20 writes a second
-        for block in item.chunks(start):
+        for whole in item.chunks(start):
+            block = whole[: end + 1 - position]
+            if not block:
+                break
             if item.path in self.faults.corrupt and position <= size // 2 < position + len(block):
                 middle = size // 2 - position
                 block = block[:middle] + bytes([block[middle] ^ 0xFF]) + block[middle + 1 :]
@@ -354,6 +358,29 @@ class HubServer:
                         await asyncio.sleep(ahead)
         await response.write_eof()
         return response
+
+
+def byte_range(header: str | None, size: int) -> tuple[int, int] | str | None:
+    """RFC 9110 14.1.2: (first, last) of one byte range; "unsatisfiable" (416); None to serve the whole file.
+
+    A header the server may ignore (absent, another unit, several ranges, bad syntax, last < first) is
+    ignored, as the RFC allows; a range that starts past the end, or an empty suffix, is unsatisfiable.
+    """
+    if not header or not header.startswith("bytes=") or "," in header:
+        return None
+    first_text, dash, last_text = header.removeprefix("bytes=").strip().partition("-")
+    if not dash or not (first_text + last_text).isdigit() or not (first_text.isdigit() or last_text.isdigit()):
+        return None
+    if not first_text:  # a suffix: the last N bytes
+        length = int(last_text)
+        return (max(0, size - length), size - 1) if length and size else "unsatisfiable"
+    first = int(first_text)
+    last = int(last_text) if last_text else max(first, size - 1)
+    if last < first:
+        return None
+    if first >= size:
+        return "unsatisfiable"
+    return first, min(last, size - 1)
 
 
 def _error(status: int, code: str, message: str, *, commit: str | None = None) -> web.HTTPException:
