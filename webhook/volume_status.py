@@ -148,14 +148,14 @@ class VolumeStatusWatcher:
 
     def _claims_feed(self) -> _Feed:
         """The PVCs named as the status's claim, in every namespace: for ``existing`` volumes."""
-        listing = {"claim": ""}
+        listing = {"claim": "", "asked": ""}  # the claim name listed and watched; the one being listed
 
         def claim() -> str:
             return self.status.claim if self.status is not None else ""
 
         def reset(items: list[dict[str, Any]]) -> None:
             self.claims = {str(i["metadata"]["namespace"]): ClaimView.of(i) for i in items}
-            self.claims_of = listing["claim"] = claim()
+            self.claims_of = listing["claim"] = listing["asked"]
 
         def apply(kind: str, obj: dict[str, Any]) -> None:
             namespace = str(obj.get("metadata", {}).get("namespace", ""))
@@ -173,8 +173,8 @@ class VolumeStatusWatcher:
             return bool(wanted) and listing["claim"] in ("", wanted)
 
         def selector() -> str:
-            listing["claim"] = ""
-            return f"metadata.name={claim()}"
+            listing["claim"], listing["asked"] = "", claim()
+            return f"metadata.name={listing['asked']}"
 
         return _Feed(
             what="cache PVCs",
