@@ -11,17 +11,19 @@ What huggingface_hub 2.x and our fetcher use, and how the Hub answers it:
   ``Content-Length`` and ``Accept-Ranges``; LFS files redirect (302) to a second origin, the "CDN", with
   ``X-Linked-Etag`` (sha256) and ``X-Linked-Size``. Range requests get 206.
 
-Fault knobs for tests: throttling (to SIGKILL a download midway), statuses to answer next (429 with
-Retry-After, 503), a corrupted byte, a wrong declared digest, and ignoring Range (otherwise ranges are
-answered as RFC 9110 says: `bytes=A-B`, `bytes=A-`, suffixes, 416 past the end). The server counts
-the content bytes it sends, so tests can assert that 8 pods downloaded a model once. It binds only
-to 127.0.0.1.
+Fault knobs for tests: throttling (to SIGKILL a download midway), connections closed at random, statuses
+to answer next (429 with Retry-After, 503), a corrupted byte, a wrong declared digest, and ignoring Range
+(otherwise ranges are answered as RFC 9110 says: `bytes=A-B`, `bytes=A-`, suffixes, 416 past the end).
+The server counts the content bytes it sends and the bodies it streams at once, so tests can assert
+that 8 pods downloaded a model once, or that one file came over several streams. It binds only to
+127.0.0.1.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import random
 import threading
 import time
 import urllib.parse
@@ -144,6 +146,8 @@ class Faults:
     ignore_range: bool = False
     cut_next_after: int | None = None  # the next file body stops after this many bytes (connection closed)
     listed_twice: set[str] = field(default_factory=set)  # a broken mirror: these paths appear twice in the tree
+    drop_probability: float = 0.0  # each piece of a file body: the connection is closed with this chance
+    drop_seed: int = 0
 
 
 class HubServer:
@@ -155,7 +159,11 @@ class HubServer:
         self.faults = Faults()
         self.bytes_served = 0
         self.requests: list[tuple[str, str, bool]] = []  # (method, path, had Authorization)
+        self.ranges: list[str] = []  # the Range header of every file body GET ("" without one)
+        self.streaming = 0  # file bodies being sent now
+        self.max_streaming = 0  # the most at once
         self._lock = threading.Lock()
+        self._dice = random.Random(self.faults.drop_seed)
         self._background: BackgroundLoop | None = None
         self._runners: list[web.AppRunner] = []
         self.url = ""
@@ -184,6 +192,8 @@ class HubServer:
         with self._lock:
             self.bytes_served = 0
             self.requests.clear()
+            self.ranges.clear()
+            self.max_streaming = 0
 
     async def _start(self) -> None:
         hub = web.Application()
@@ -323,6 +333,20 @@ class HubServer:
         response.content_length = end - start + 1
         if wanted:
             response.headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+        with self._lock:
+            self.ranges.append(request.headers.get("Range", ""))
+            self.streaming += 1
+            self.max_streaming = max(self.max_streaming, self.streaming)
+        try:
+            return await self._body(request, response, item, start, end)
+        finally:
+            with self._lock:
+                self.streaming -= 1
+
+    async def _body(
+        self, request: web.Request, response: web.StreamResponse, item: HubFile, start: int, end: int
+    ) -> web.StreamResponse:
+        size = item.size
         await response.prepare(request)
         sent = 0
         began = time.monotonic()
@@ -338,9 +362,11 @@ class HubServer:
                 block = block[:middle] + bytes([block[middle] ^ 0xFF]) + block[middle + 1 :]
             for offset in range(0, len(block), piece):
                 chunk = block[offset : offset + piece]
-                cut = self.faults.cut_next_after
+                dropped = bool(self.faults.drop_probability) and self._dice.random() < self.faults.drop_probability
+                cut = sent + len(chunk) // 2 if dropped else self.faults.cut_next_after  # a drop: halfway through
                 if cut is not None and sent + len(chunk) > cut:
-                    self.faults.cut_next_after = None
+                    if not dropped:
+                        self.faults.cut_next_after = None
                     await response.write(chunk[: cut - sent])
                     with self._lock:
                         self.bytes_served += cut - sent

@@ -16,6 +16,7 @@ from modelcache.contract import wire
 from modelcache.contract.annotation import SECRET_ANNOTATION, parse_include
 from modelcache.contract.errors import ConfigError, ContractError
 from modelcache.contract.keys import check_model_key, model_key
+from modelcache.contract.quantities import size_bytes
 from modelcache.contract.sources import Source, parse_source
 from modelcache.runtime.logs import FORMATS
 from modelcache.runtime.settings import EnvReader, Reader, read_boolean, read_choice, read_integer, read_seconds
@@ -46,6 +47,8 @@ class FetchSettings:
     lock: LockSettings
     retry: RetryPolicy
     secret_hint: str
+    # Bytes per ranged request inside a large file; None: chosen from its size (32-256 MiB); 0: one stream.
+    range_chunk: int | None = None
     # MODELCACHE_* variables this image does not know (a newer webhook may set some): logged, not fatal.
     ignored: tuple[str, ...] = ()
 
@@ -82,6 +85,7 @@ class FetchSettings:
             lock=_lock_settings(env),
             retry=RetryPolicy(attempts=int(_tune(env, "MODELCACHE_RETRIES")), base=_tune(env, "MODELCACHE_RETRY_BASE")),
             secret_hint=_secret_hint(env.get(wire.SECRET_NAME_ENV, str, "")),
+            range_chunk=env.get("MODELCACHE_RANGE_CHUNK", _range_chunk, None),
             ignored=tuple(env.unknown(extra_known=_READ_BY_ADAPTERS)),
         )
         if env.problems or source is None:
@@ -178,6 +182,18 @@ def available_cpus(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> float:
     return float(os.cpu_count() or 1)
 
 
+def _range_chunk(value: str) -> int | None:
+    if value.strip().lower() == "auto":
+        return None
+    try:
+        size = size_bytes(value)
+    except ValueError:
+        raise ValueError("expected auto, 0, or a size such as 64Mi") from None
+    if size and size < (1 << 20):
+        raise ValueError("expected auto, 0, or a size of at least 1Mi")
+    return size
+
+
 def default_workers() -> int:
     """Two download threads per usable CPU, 2 to 8: more only make hashing and copying compete."""
     return int(min(8, max(2, round(2 * available_cpus()))))
@@ -208,7 +224,16 @@ ENVIRONMENT: tuple[tuple[str, str, str], ...] = (
     ("MODELCACHE_HEARTBEAT", "5s", "how often the holder refreshes its owner record"),
     ("MODELCACHE_STALE_AFTER", "1m", "report a holder without a heartbeat this long as STALE"),
     ("MODELCACHE_LOCKING", "true", "false disables the lock (correctness does not need it)"),
-    ("MODELCACHE_WORKERS", "2 per usable CPU, 2 to 8", "parallel file downloads"),
+    (
+        "MODELCACHE_WORKERS",
+        "2 per usable CPU, 2 to 8",
+        "parallel downloads: files, and ranged requests inside a large file",
+    ),
+    (
+        "MODELCACHE_RANGE_CHUNK",
+        "auto",
+        "bytes per ranged request inside a large file (auto: 32-256 MiB by size; 0: one stream)",
+    ),
     ("MODELCACHE_CONNECT_TIMEOUT", "10s", "connect timeout of each request"),
     ("MODELCACHE_READ_TIMEOUT", "1m", "read timeout of each request"),
     ("MODELCACHE_RETRIES", "8", "attempts per request, for resolving and for each file"),

@@ -306,7 +306,13 @@ def _download_and_publish(
     try:
         check_free_space(layout.root, sum(f.size - staging.staged_bytes(attempt, f) for f in missing))
         tally = download_all(
-            source, missing, attempt, workers=settings.workers, on_bytes=progress.add, retry_policy=settings.retry
+            source,
+            missing,
+            attempt,
+            workers=settings.workers,
+            on_bytes=progress.add,
+            retry_policy=settings.retry,
+            range_chunk=settings.range_chunk,
         )
         if hub is not None:
             builder = settings.key if exclusive else f"{settings.key}.{attempt.name}"

@@ -64,13 +64,14 @@ class HttpClient:
         headers: Mapping[str, str],
         offset: int,
         what: str,
+        end: int | None = None,
         if_range: str | None = None,
         denied: str = "",
     ) -> tuple[int, Iterator[bytes]]:
-        """GET from `offset`; returns the offset the server actually starts at, and the chunks."""
+        """GET from `offset` (to `end`, inclusive, when given); the offset the server starts at, and the chunks."""
         request_headers = dict(headers)
-        if offset:
-            request_headers["Range"] = f"bytes={offset}-"
+        if offset or end is not None:
+            request_headers["Range"] = f"bytes={offset}-{'' if end is None else end}"
             if if_range:
                 request_headers["If-Range"] = if_range
         response = self._request("GET", url, headers=request_headers, what=what, denied=denied)

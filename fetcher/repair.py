@@ -56,7 +56,13 @@ def repair_files(settings: FetchSettings, paths: Sequence[str], *, environ: Mapp
             progress = Progress(sum(f.size for f in files))
             lock.start_heartbeat(progress, attempt=attempt.name, touch=attempt)
             download_all(
-                source, files, attempt, workers=settings.workers, on_bytes=progress.add, retry_policy=settings.retry
+                source,
+                files,
+                attempt,
+                workers=settings.workers,
+                on_bytes=progress.add,
+                retry_policy=settings.retry,
+                range_chunk=settings.range_chunk,
             )
             for file in files:
                 _replace(layout, marker, file, staging.staged_path(attempt, file))

@@ -36,10 +36,12 @@ def part_path(attempt_dir: Path, file: ModelFile) -> Path:
 
 
 def staged_bytes(attempt_dir: Path, file: ModelFile) -> int:
-    """Bytes of `file` already on disk in the attempt, verified or partial."""
+    """Bytes of `file` already on disk in the attempt, verified or partial (a ranged part file is sized in
+    full at once but sparse: what its blocks hold counts)."""
     for candidate in (staged_path(attempt_dir, file), part_path(attempt_dir, file)):
         with contextlib.suppress(OSError):
-            return min(candidate.stat().st_size, file.size)
+            stat = candidate.stat()
+            return min(stat.st_size, stat.st_blocks * 512, file.size)
     return 0
 
 

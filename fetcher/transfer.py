@@ -1,7 +1,8 @@
 """Downloading a plan's files into a private staging directory: in parallel, streamed, verified.
 
 Memory is bounded by workers x chunk size whatever the model's size: bytes go straight to disk, and
-sha256 (and, for small Hub files, the git blob sha1) is computed while they stream. A partial file
+sha256 (and, for small Hub files, the git blob sha1) is computed while they stream. A large file is
+fetched over several ranged requests at once (fetcher.ranged). A partial file
 left by a killed fetcher is resumed with a Range request after its bytes are hashed again, so a crash
 costs only the bytes not yet written. A file is renamed to its staged name only once verified.
 """
@@ -14,8 +15,10 @@ import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from fetcher import ranged
 from fetcher.plan import RemoteFile
 from fetcher.retrying import CancelledError, RetryableError, RetryPolicy, retry
 from fetcher.sources import Source
@@ -37,17 +40,21 @@ def download_all(
     workers: int,
     on_bytes: OnBytes,
     retry_policy: RetryPolicy,
+    range_chunk: int | None = None,
 ) -> Tally:
     """Download every file into attempt_dir/data/<path>; the first final error stops the others.
 
-    Returns how many bytes came from the source in this run and how many were already staged.
+    At most `workers` streams run at once: whole files, and the ranged requests inside a large one
+    (fetcher.ranged), which share the same slots. Returns how many bytes came from the source in this
+    run and how many were already staged.
     """
     cancel = threading.Event()
     tally = Tally(on_bytes)
     ordered = sorted(files, key=lambda f: -f.size)  # big files first: they bound the wall time
-    pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="modelcache-download")
+    job = _Job(source, attempt_dir, tally, retry_policy, cancel, workers=max(1, workers), range_chunk=range_chunk)
+    pool = ThreadPoolExecutor(max_workers=job.workers, thread_name_prefix="modelcache-download")
     try:
-        futures = [pool.submit(_download_one, source, f, attempt_dir, tally, retry_policy, cancel) for f in ordered]
+        futures = [pool.submit(_download_one, job, f) for f in ordered]
         done = _wait_interruptibly(futures)
         errors = [f.exception() for f in done if f.exception() is not None]
         if errors:
@@ -91,6 +98,12 @@ class Tally:
             self.resumed += size
         self._on_bytes(size)
 
+    def discard(self, *, resumed: int, counted: int) -> None:
+        """A ranged download that goes back to one stream: its bytes on disk no longer count."""
+        with self._lock:
+            self.resumed -= resumed
+        self._on_bytes(-counted)
+
     def restart(self, state: _FileState) -> None:
         """A server that ignores Range: the file's bytes on disk are thrown away (what was fetched stays counted)."""
         with self._lock:
@@ -126,33 +139,74 @@ class _FileState:
         return self.digests.size
 
 
-def _download_one(
-    source: Source,
-    file: RemoteFile,
-    attempt_dir: Path,
-    tally: Tally,
-    retry_policy: RetryPolicy,
-    cancel: threading.Event,
-) -> None:
-    final = staged_path(attempt_dir, file)
+@dataclass(frozen=True)
+class _Job:
+    """What every file's download shares: the source, the attempt, the counters, the stream slots."""
+
+    source: Source
+    attempt_dir: Path
+    tally: Tally
+    retry_policy: RetryPolicy
+    cancel: threading.Event
+    workers: int
+    range_chunk: int | None
+    slots: threading.BoundedSemaphore = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "slots", threading.BoundedSemaphore(self.workers))
+
+
+def _download_one(job: _Job, file: RemoteFile) -> None:
+    final = staged_path(job.attempt_dir, file)
     if final.exists() and final.stat().st_size == file.size:
-        tally.add_resumed(file.size)  # verified by an earlier attempt (only verified files get this name)
+        job.tally.add_resumed(file.size)  # verified by an earlier attempt (only verified files get this name)
         return
-    part = part_path(attempt_dir, file)
+    part = part_path(job.attempt_dir, file)
     make_shared_dir(part.parent)
+    chunk = ranged.chunk_size(file.size, job.workers, job.range_chunk)
+    if chunk:
+        try:
+            _ranged(job, file, part, chunk)
+            os.replace(part, final)
+            return
+        except ranged.RangesIgnoredError as err:
+            log.info("%s: the source does not serve ranges (%s); downloading it in one stream", file.path, err)
+            os.truncate(part, 0)
     state = _resume(part, file)
     state.resumed = state.offset
-    tally.add_resumed(state.offset)
-    retry(
-        lambda: _stream(source, file, part, state, tally, cancel),
-        policy=retry_policy,
-        what=f"downloading {file.path}",
-        advice="The pod will retry; if the source keeps failing, check its status and the network path from this node.",
-        cancel=cancel,
-        progress=lambda: f"from byte {state.offset}",
-    )
+    job.tally.add_resumed(state.offset)
+    with job.slots:
+        retry(
+            lambda: _stream(job.source, file, part, state, job.tally, job.cancel),
+            policy=job.retry_policy,
+            what=f"downloading {file.path}",
+            advice="The pod will retry; if the source keeps failing, check its status and the network path from "
+            "this node.",
+            cancel=job.cancel,
+            progress=lambda: f"from byte {state.offset}",
+        )
     _verify(file, part, state)
     os.replace(part, final)
+
+
+def _ranged(job: _Job, file: RemoteFile, part: Path, chunk: int) -> None:
+    try:
+        ranged.download(
+            job.source,
+            file,
+            part,
+            job.attempt_dir,
+            chunk=chunk,
+            streams=job.workers,
+            slots=job.slots,
+            tally=job.tally,
+            retry_policy=job.retry_policy,
+            cancel=job.cancel,
+        )
+    except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise _OutOfSpaceError(file.path) from err
+        raise
 
 
 def _resume(part: Path, file: RemoteFile) -> _FileState:

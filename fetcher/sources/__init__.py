@@ -20,8 +20,9 @@ class Source(Protocol):
         """Pin the source to an immutable version and list its files."""
         ...
 
-    def open(self, file: RemoteFile, offset: int) -> tuple[int, Iterator[bytes]]:
-        """Stream a file from `offset`; returns the offset actually served (0 if Range was ignored).
+    def open(self, file: RemoteFile, offset: int, end: int | None = None) -> tuple[int, Iterator[bytes]]:
+        """Stream a file from `offset` (to byte `end`, inclusive, when given); returns the offset actually
+        served (0 if Range was ignored: then the whole file comes).
 
         Raises fetcher.retrying.RetryableError for transient failures, a FetchError for final ones.
         """

@@ -94,7 +94,7 @@ class HubAdapter:
             )
         return Plan(version=commit, files=tuple(files))
 
-    def open(self, file: RemoteFile, offset: int) -> tuple[int, Iterator[bytes]]:
+    def open(self, file: RemoteFile, offset: int, end: int | None = None) -> tuple[int, Iterator[bytes]]:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         denied = (
             f"check the token in {self.secret_hint}, key HF_TOKEN"
@@ -102,7 +102,7 @@ class HubAdapter:
             else (f"put a Hub token in {self.secret_hint}, key HF_TOKEN")
         )
         what = f"{self.source.repo_id}/{file.path} from {self.endpoint}"
-        return self.http.get(file.locator, headers=headers, offset=offset, what=what, denied=denied)
+        return self.http.get(file.locator, headers=headers, offset=offset, end=end, what=what, denied=denied)
 
     def close(self) -> None:
         self.http.close()

@@ -44,10 +44,16 @@ class HttpAdapter:
         )
         return Plan(version=version, files=(file,))
 
-    def open(self, file: RemoteFile, offset: int) -> tuple[int, Iterator[bytes]]:
+    def open(self, file: RemoteFile, offset: int, end: int | None = None) -> tuple[int, Iterator[bytes]]:
         # If-Range: resume only if the file is still the one we started; else the server sends it whole.
         return self.http.get(
-            file.locator, headers=self.headers, offset=offset, what=file.locator, if_range=file.etag, denied=self.denied
+            file.locator,
+            headers=self.headers,
+            offset=offset,
+            end=end,
+            what=file.locator,
+            if_range=file.etag,
+            denied=self.denied,
         )
 
     def close(self) -> None:

@@ -96,12 +96,12 @@ class S3Adapter:
         manifest = json.dumps([(f.path, f.size, f.etag) for f in files], sort_keys=True)
         return Plan(version=hashlib.sha256(manifest.encode()).hexdigest()[:16], files=files)
 
-    def open(self, file: RemoteFile, offset: int) -> tuple[int, Iterator[bytes]]:
+    def open(self, file: RemoteFile, offset: int, end: int | None = None) -> tuple[int, Iterator[bytes]]:
         args: dict[str, Any] = {"Bucket": self.source.bucket, "Key": file.locator}
         if file.etag:
             args["IfMatch"] = file.etag
-        if offset:
-            args["Range"] = f"bytes={offset}-"
+        if offset or end is not None:
+            args["Range"] = f"bytes={offset}-{'' if end is None else end}"
         try:
             response = self.client.get_object(**args)
         except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as err:

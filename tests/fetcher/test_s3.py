@@ -150,3 +150,16 @@ def test_an_s3_prefix_with_a_key_inside_a_key_is_refused_at_resolve(moto: str, b
     message = (cache.parent / "pod-0.termination-log").read_text()
     assert "s3://models/odd lists both a file 'sub' and a file 'sub/inner' inside it" in message
     assert not [p for p in (cache / ".modelcache" / "staging").rglob("*") if p.is_file()]
+
+
+def test_a_large_object_comes_over_ranged_requests(moto: str, bucket: str, cache: Path) -> None:
+    """S3 serves ranges: the 9 MiB object in 1 MiB chunks, each verified by its sha256 before publication."""
+    extra = {**aws_env(moto), "MODELCACHE_RANGE_CHUNK": "1Mi", "MODELCACHE_WORKERS": "4"}
+    with FaultProxy(moto).running() as proxy:
+        extra["AWS_ENDPOINT_URL"] = proxy.url
+        result = run_fetcher(fetcher_environment("s3://models/llama/v1", cache, extra=extra))
+        ranges = proxy.count("GET", "model.safetensors")
+    assert result.returncode == 0, result.stderr
+    key = keys.model_key(sources.parse_source("s3://models/llama/v1"))
+    assert (Path(wire.model_path(str(cache), key)) / "weights/model.safetensors").read_bytes() == WEIGHTS
+    assert ranges == 9  # one request per chunk
