@@ -219,7 +219,11 @@ ENVIRONMENT: tuple[tuple[str, str, str], ...] = (
     ("MODELCACHE_S3_ADDRESSING_STYLE", "path with a custom endpoint", "path, virtual or auto"),
     (wire.LOCK_TIMEOUT_ENV, "1h", "give up waiting for another pod's download after this long (exit 7)"),
     (wire.TAKEOVER_AFTER_ENV, "10m", "take over a lock whose holder shows no heartbeat this long; 0 never"),
-    ("MODELCACHE_LOCK_POLL", "1s", "time between two tries for the lock (+-50 %)"),
+    (
+        "MODELCACHE_LOCK_POLL",
+        "1s",
+        "the longest time between two tries for the lock (+-50 %; a tenth of the wait before)",
+    ),
     ("MODELCACHE_LOCK_LOG_EVERY", "10s", "how often a waiter logs who holds the lock and how far it got"),
     ("MODELCACHE_HEARTBEAT", "5s", "how often the holder refreshes its owner record"),
     ("MODELCACHE_STALE_AFTER", "1m", "report a holder without a heartbeat this long as STALE"),

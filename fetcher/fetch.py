@@ -283,7 +283,7 @@ def _download_and_publish(
 ) -> tuple[Marker, Tally]:
     from fetcher import staging
     from fetcher.publish import publish_hub, publish_ready, publish_store
-    from fetcher.transfer import check_free_space, download_all
+    from fetcher.transfer import check_free_space, download_with
     from modelcache.cache.layout import blob_name
     from modelcache.cache.locking import LockState, RepoGuard
     from modelcache.cache.owners import Progress
@@ -305,15 +305,7 @@ def _download_and_publish(
     progress.add(plan.total_bytes - sum(f.size for f in missing))
     try:
         check_free_space(layout.root, sum(f.size - staging.staged_bytes(attempt, f) for f in missing))
-        tally = download_all(
-            source,
-            missing,
-            attempt,
-            workers=settings.workers,
-            on_bytes=progress.add,
-            retry_policy=settings.retry,
-            range_chunk=settings.range_chunk,
-        )
+        tally = download_with(settings, source, missing, attempt, on_bytes=progress.add)
         if hub is not None:
             builder = settings.key if exclusive else f"{settings.key}.{attempt.name}"
             model_dir = publish_hub(layout, hub, plan, attempt, builder=builder)

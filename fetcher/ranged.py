@@ -177,20 +177,13 @@ def download(
             _fetch_chunk(source, file, part, chunks, index, count=count, retry_policy=retry_policy, halt=halt)
 
     pending = [i for i in range(chunks.count) if i not in chunks.done]
-    pool = ThreadPoolExecutor(max_workers=max(1, min(streams, len(pending))), thread_name_prefix="modelcache-range")
-    futures = [pool.submit(fetch, index) for index in pending]
     try:
-        _wait_all(futures, cancel, halt)
+        _fetch_all(fetch, pending, streams=streams, cancel=cancel, halt=halt)
     except RangesIgnoredError:
-        pool.shutdown(wait=True, cancel_futures=True)  # no stream may write once one stream takes over
         hasher.join()
         tally.discard(resumed=resumed, counted=counted[0])
         chunks.remove()
         raise
-    except BaseException:
-        pool.shutdown(wait=False, cancel_futures=True)
-        raise
-    pool.shutdown(wait=True)
     hasher.join()
     if hasher.error is not None:
         raise hasher.error
@@ -202,6 +195,24 @@ def download(
             f"{file.path} failed verification: {problem}. Nothing was published. The pod will download it "
             "again; if this repeats, the source serves corrupt data or declares a wrong digest."
         )
+
+
+def _fetch_all(
+    fetch: Callable[[int], None], pending: list[int], *, streams: int, cancel: threading.Event, halt: threading.Event
+) -> None:
+    """Every pending chunk, `streams` at a time; returns once no stream of this file runs any more, but
+    for a final error, which leaves the streams to stop at their next read (the process is failing)."""
+    pool = ThreadPoolExecutor(max_workers=max(1, min(streams, len(pending))), thread_name_prefix="modelcache-range")
+    futures = [pool.submit(fetch, index) for index in pending]
+    try:
+        _wait_all(futures, cancel, halt)
+    except RangesIgnoredError:
+        pool.shutdown(wait=True, cancel_futures=True)  # no stream may write once one stream takes over
+        raise
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
 
 
 def _prepare(part: Path, chunks: ChunkMap) -> int:

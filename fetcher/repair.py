@@ -31,7 +31,7 @@ def repair_files(settings: FetchSettings, paths: Sequence[str], *, environ: Mapp
     """Replace these files of the ready model `settings.key` with verified copies; a one-line summary."""
     from fetcher import staging
     from fetcher.fetch import model_lock, open_source, resolve
-    from fetcher.transfer import download_all
+    from fetcher.transfer import download_with
     from modelcache.cache.locking import RepoGuard
     from modelcache.cache.owners import Progress
 
@@ -55,15 +55,7 @@ def repair_files(settings: FetchSettings, paths: Sequence[str], *, environ: Mapp
                 guard.share()  # the purge may not remove the blobs we are about to replace
             progress = Progress(sum(f.size for f in files))
             lock.start_heartbeat(progress, attempt=attempt.name, touch=attempt)
-            download_all(
-                source,
-                files,
-                attempt,
-                workers=settings.workers,
-                on_bytes=progress.add,
-                retry_policy=settings.retry,
-                range_chunk=settings.range_chunk,
-            )
+            download_with(settings, source, files, attempt, on_bytes=progress.add)
             for file in files:
                 _replace(layout, marker, file, staging.staged_path(attempt, file))
             staging.remove_attempt(attempt)

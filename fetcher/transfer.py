@@ -17,6 +17,7 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fetcher import ranged
 from fetcher.plan import RemoteFile
@@ -27,6 +28,9 @@ from modelcache.cache.digests import HASH_CHUNK, Digests, hash_file
 from modelcache.cache.files import FILE_MODE, make_shared_dir
 from modelcache.contract.errors import DiskFullError, IntegrityError
 from modelcache.contract.quantities import format_bytes
+
+if TYPE_CHECKING:
+    from fetcher.config import FetchSettings
 
 log = logging.getLogger(__name__)
 OnBytes = Callable[[int], None]  # bytes done (negative when a restart throws some away)
@@ -73,6 +77,21 @@ def download_all(
         raise
     pool.shutdown(wait=True)
     return tally
+
+
+def download_with(
+    settings: FetchSettings, source: Source, files: tuple[RemoteFile, ...], attempt_dir: Path, *, on_bytes: OnBytes
+) -> Tally:
+    """download_all with the fetcher's settings: its slots, its retry policy, its ranged chunk size."""
+    return download_all(
+        source,
+        files,
+        attempt_dir,
+        workers=settings.workers,
+        on_bytes=on_bytes,
+        retry_policy=settings.retry,
+        range_chunk=settings.range_chunk,
+    )
 
 
 class Tally:

@@ -6,7 +6,9 @@ atomic publication (see fetcher/fetch.py). So:
 - It is an fcntl record lock: OFD (``F_OFD_SETLK``) where the kernel has it, else ``lockf``. These are
   the locks NFSv3/v4, EFS, CephFS, GPFS and Lustre keep coherent across nodes, and the kernel drops
   them when the holder dies. ``flock`` is node-local on several of these.
-- It is taken without blocking, in a polling loop with jitter, under a timeout.
+- It is taken without blocking, in a polling loop with jitter, under a timeout; the loop polls often at
+  first and backs off to MODELCACHE_LOCK_POLL (poll_interval), so a short download wakes its waiters
+  promptly and a long one costs no more tries than before.
 - The holder writes an owner record (pod, node, pid, progress) and refreshes it as a heartbeat. Waiters
   log who holds the lock, and how far it got, every ~10 s. They judge the heartbeat on their own
   monotonic clock, so clock skew between nodes does not matter.
@@ -138,7 +140,7 @@ class ModelLock:
             if now - started >= self.settings.timeout:
                 raise LockTimeoutError(self._timeout_message(owner, now - started))
             self._reopen_if_replaced()
-            time.sleep(self.settings.poll * _jitter())
+            time.sleep(poll_interval(now - started, self.settings.poll) * _jitter())
 
     def release(self) -> None:
         self._stop.set()
@@ -261,6 +263,20 @@ class ModelLock:
             "its owner record and lock file under .modelcache/ on the cache volume (docs/fetcher.md, 'A lock held by "
             "a dead node')."
         )
+
+
+FIRST_POLL = 0.05  # seconds: the shortest wait between two tries for the lock
+
+
+def poll_interval(waited: float, poll: float) -> float:
+    """How long a waiter sleeps before its next try: a tenth of how long it has waited, from FIRST_POLL up
+    to `poll`.
+
+    A download that ends soon after the waiter came is noticed soon (within a tenth of the wait, not a
+    whole `poll` later), and a long wait costs as many tries as before: the extra tries of the first
+    `10 x poll` seconds are a constant (about 30 with the 1 s default), whatever the wait.
+    """
+    return min(poll, max(FIRST_POLL, waited / 10))
 
 
 def _jitter() -> float:

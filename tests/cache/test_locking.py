@@ -106,3 +106,28 @@ def test_the_lock_can_be_disabled(tmp_path: Path, holder: subprocess.Popen[str])
     lock = waiter(tmp_path, timeout=0.1)
     disabled = ModelLock(CacheLayout(tmp_path), KEY, identity=lock.identity, settings=LockSettings(enabled=False))
     assert disabled.acquire() is LockState.DISABLED
+
+
+def test_waiters_poll_often_at_first_and_back_off_to_the_setting() -> None:
+    """A download that ends 2 s after a waiter came is noticed within a tenth of that, not a second later."""
+    from modelcache.cache.locking import FIRST_POLL, poll_interval
+
+    assert poll_interval(0.0, 1.0) == FIRST_POLL
+    assert poll_interval(2.0, 1.0) == pytest.approx(0.2)
+    assert poll_interval(60.0, 1.0) == 1.0  # a long wait polls as the setting says
+    assert poll_interval(60.0, 0.1) == 0.1  # and never slower than it
+
+
+def test_a_long_wait_costs_a_bounded_number_of_extra_tries() -> None:
+    from modelcache.cache.locking import poll_interval
+
+    def tries(wait: float, poll: float) -> int:
+        elapsed, count = 0.0, 0
+        while elapsed < wait:
+            elapsed += poll_interval(elapsed, poll)
+            count += 1
+        return count
+
+    for wait in (60.0, 600.0, 3600.0):
+        assert tries(wait, 1.0) <= wait / 1.0 + 40  # the same as a fixed 1 s poll, plus a constant
+    assert tries(3600.0, 1.0) - tries(600.0, 1.0) == pytest.approx(3000, abs=2)  # then one a second

@@ -23,7 +23,7 @@ from modelcache.cache.markers import check_ready
 from modelcache.contract import keys, sources
 
 SIZE = 8 << 20
-WEIGHTS = random.Random(7).randbytes(SIZE)
+WEIGHTS = random.Random(7).randbytes(SIZE)  # noqa: S311 (test data, not secrets)
 SOURCE = "hf://org/large"
 KEY = keys.model_key(sources.parse_source(SOURCE))
 
