@@ -47,32 +47,35 @@ def stream_of_creates(namespace: str) -> Iterator[Callable[[], tuple[int, list[s
         thread.join(60)
 
 
-def serving_certificate() -> x509.Certificate | None:
-    found = kubectl("-n", SYSTEM, "get", "secret", "modelcache-webhook-tls", "-o", "json", check=False)
+def stored(secret: str, key: str) -> x509.Certificate | None:
+    found = kubectl("-n", SYSTEM, "get", "secret", secret, "-o", "json", check=False)
     if found.returncode != 0:
         return None
-    return x509.load_pem_x509_certificate(base64.b64decode(json.loads(found.stdout)["data"]["tls.crt"]))
+    return x509.load_pem_x509_certificate(base64.b64decode(json.loads(found.stdout)["data"][key]))
+
+
+def serving_certificate() -> x509.Certificate | None:
+    return stored("modelcache-webhook-tls", "tls.crt")
 
 
 def ca_certificate() -> x509.Certificate | None:
-    found = kubectl("-n", SYSTEM, "get", "secret", "modelcache-ca", "-o", "json", check=False)
-    if found.returncode != 0:
-        return None
-    return x509.load_pem_x509_certificate(base64.b64decode(json.loads(found.stdout)["data"]["ca.crt"]))
+    return stored("modelcache-ca", "ca.crt")
 
 
-def reconcile_now() -> None:
-    """The controller checks certificates at start and every 5 minutes: restart it to check now."""
-    kubectl("-n", SYSTEM, "rollout", "restart", "deploy/modelcache-controller")
+@contextmanager
+def deleted_under_load(namespace: str, secret: str) -> Iterator[Callable[[], tuple[int, list[str]]]]:
+    """The Secret deleted while creates stream, and the controller told to reconcile at once."""
+    with stream_of_creates(namespace) as progress:
+        time.sleep(5)
+        kubectl("-n", SYSTEM, "delete", "secret", secret)
+        kubectl("-n", SYSTEM, "rollout", "restart", "deploy/modelcache-controller")  # it checks at start
+        yield progress
 
 
 def test_deleting_the_serving_secret_fails_no_admission(namespace: str) -> None:
     before = serving_certificate()
     assert before is not None
-    with stream_of_creates(namespace) as progress:
-        time.sleep(5)
-        kubectl("-n", SYSTEM, "delete", "secret", "modelcache-webhook-tls")
-        reconcile_now()
+    with deleted_under_load(namespace, "modelcache-webhook-tls") as progress:
         eventually("a new serving certificate", lambda: (c := serving_certificate()) is not None and c != before)
         time.sleep(AFTER_THE_EVENT)
         count, failures = progress()
@@ -83,10 +86,7 @@ def test_deleting_the_serving_secret_fails_no_admission(namespace: str) -> None:
 def test_deleting_the_ca_secret_fails_no_admission_through_the_whole_rotation(namespace: str) -> None:
     old_ca = ca_certificate()
     assert old_ca is not None
-    with stream_of_creates(namespace) as progress:
-        time.sleep(5)
-        kubectl("-n", SYSTEM, "delete", "secret", "modelcache-ca")
-        reconcile_now()
+    with deleted_under_load(namespace, "modelcache-ca") as progress:
         new_ca = eventually("a new CA", lambda: (c := ca_certificate()) is not None and c != old_ca and c)
         # The serving certificate moves to the new CA at a check at least 5 minutes later.
         eventually(
