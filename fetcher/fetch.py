@@ -176,9 +176,12 @@ def _fetch_under_lock(
     try:
         marker = None if settings.refresh else check_ready(layout, settings.key)
         if marker is None:
+            phases = Phases(waited)
             source = open_source(settings, layout, environ)
+            phases.done("open the source")
             try:
                 plan = resolve(source, settings)
+                phases.done("resolve")
                 log.info(
                     "%s: %d file(s), %s, version %s",
                     settings.source.uri,
@@ -188,9 +191,10 @@ def _fetch_under_lock(
                 )
                 marker = check_ready(layout, settings.key)
                 if marker is None or marker.version != plan.version:  # a refresh may find nothing new
-                    marker, downloaded = _download_and_publish(settings, layout, source, plan, lock)
+                    marker, downloaded = _download_and_publish(settings, layout, source, plan, lock, phases)
             finally:
                 source.close()
+            log.info("phases: %s", phases)
     finally:
         lock.release()
     record_use(layout, settings.key)
@@ -278,8 +282,24 @@ def open_source(settings: FetchSettings, layout: CacheLayout, environ: Mapping[s
     return HttpAdapter(source, environ=environ, http=http, secret_hint=settings.secret_hint)
 
 
+class Phases:
+    """Where a cold fetch spends its time, for the log (docs/benchmarks.md has the breakdown)."""
+
+    def __init__(self, waited: float) -> None:
+        self.spent: list[tuple[str, float]] = [("wait for the lock", waited)]
+        self._since = time.monotonic()
+
+    def done(self, phase: str) -> None:
+        now = time.monotonic()
+        self.spent.append((phase, now - self._since))
+        self._since = now
+
+    def __str__(self) -> str:
+        return ", ".join(f"{phase} {seconds:.2f} s" for phase, seconds in self.spent)
+
+
 def _download_and_publish(
-    settings: FetchSettings, layout: CacheLayout, source: Source, plan: Plan, lock: ModelLock
+    settings: FetchSettings, layout: CacheLayout, source: Source, plan: Plan, lock: ModelLock, phases: Phases
 ) -> tuple[Marker, Tally]:
     from fetcher import staging
     from fetcher.publish import publish_hub, publish_ready, publish_store
@@ -305,7 +325,9 @@ def _download_and_publish(
     progress.add(plan.total_bytes - sum(f.size for f in missing))
     try:
         check_free_space(layout.root, sum(f.size - staging.staged_bytes(attempt, f) for f in missing))
+        phases.done("prepare")
         tally = download_with(settings, source, missing, attempt, on_bytes=progress.add)
+        phases.done("download and verify")
         if hub is not None:
             builder = settings.key if exclusive else f"{settings.key}.{attempt.name}"
             model_dir = publish_hub(layout, hub, plan, attempt, builder=builder)
@@ -319,6 +341,7 @@ def _download_and_publish(
             plan=plan,
             model_dir=model_dir,
         )
+        phases.done("publish")
     except DiskFullError:
         if not any(staging.staged_bytes(attempt, f) for f in missing):
             staging.remove_attempt(attempt)  # nothing in it to resume
