@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test check lint typecheck imports fmt bench bench-webhook bench-fetch constraints images clean
+.PHONY: demo test check lint typecheck imports fmt bench bench-webhook bench-fetch bench-ranges constraints images clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -41,7 +41,7 @@ fmt: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 ## bench: benchmarks that print tables (results go in docs/benchmarks.md)
-bench: bench-webhook bench-fetch
+bench: bench-webhook bench-fetch bench-ranges
 
 # KServe's storage initializer, a benchmark peer, brings cloud SDKs: it gets a virtualenv of its own.
 PEERS := .venv-peers/.installed
@@ -56,6 +56,14 @@ COMPILE := $(BIN)/python -m compileall -q modelcache webhook fetcher certs
 bench-fetch: $(STAMP) $(PEERS)
 	$(COMPILE)
 	$(BIN)/python -m bench.fetch
+
+# One large file (one stream, parallel ranges, 8-range curl; local and behind a per-connection cap), the
+# phases of a cold copy, and 8 pods on one cache against one copy (docs/benchmarks.md, issue 17).
+bench-ranges: $(STAMP)
+	$(COMPILE)
+	$(BIN)/python -m bench.ranges
+	$(BIN)/python -m bench.phases
+	$(BIN)/python -m bench.waiters
 
 bench-webhook: $(STAMP)
 	$(COMPILE)
