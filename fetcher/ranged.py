@@ -219,7 +219,10 @@ def _prepare(part: Path, chunks: ChunkMap) -> int:
     """Size the part file for chunks at their offsets, keeping what an earlier attempt verified; bytes kept."""
     file = chunks.file
     mine = part.exists() and part.stat().st_uid == os.geteuid()
-    if part.exists() and chunks.load() and mine and part.stat().st_size == file.size:
+    if part.exists() and chunks.load() and part.stat().st_size == file.size:
+        if not mine:  # a dead holder of another UID: its 0644 file is not ours to write into
+            _adopt(part, chunks)
+            chunks.save()
         return sum(chunks.length(i) for i in chunks.done)
     prefix = part.stat().st_size if mine and not chunks.path.exists() else 0  # one stream wrote a prefix
     chunks.done = {i for i in range(chunks.count) if chunks.bounds(i)[1] < min(prefix, file.size)}
@@ -234,6 +237,28 @@ def _prepare(part: Path, chunks: ChunkMap) -> int:
     if chunks.done:
         log.info("%s: keeping the %s one stream had written", file.path, format_bytes(prefix))
     return sum(chunks.length(i) for i in chunks.done)
+
+
+def _adopt(part: Path, chunks: ChunkMap) -> None:
+    """Copy the finished chunks of another UID's part file into one of ours in its place."""
+    mine = part.with_name(f".{part.name}.{os.getpid()}.adopt")
+    with part.open("rb") as theirs, open(mine, "wb") as ours:
+        os.fchmod(ours.fileno(), FILE_MODE)
+        ours.truncate(chunks.file.size)
+        for index in sorted(chunks.done):
+            first, last = chunks.bounds(index)
+            theirs.seek(first)
+            ours.seek(first)
+            left = last - first + 1
+            while left and (data := theirs.read(min(HASH_CHUNK, left))):
+                ours.write(data)
+                left -= len(data)
+            if left:  # shorter than its map says: fetch that chunk again
+                chunks.done.discard(index)
+        ours.flush()
+        os.fsync(ours.fileno())
+    os.replace(mine, part)  # the directory is 0777: any UID may replace an entry in it
+    log.info("%s: copied the %d finished chunks of another UID's download", chunks.file.path, len(chunks.done))
 
 
 def _fetch_chunk(

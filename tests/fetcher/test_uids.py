@@ -98,3 +98,47 @@ def test_a_pod_of_another_uid_resumes_what_a_killed_holder_staged(hub: HubServer
     for path, item in repo.commits[repo.main].items():
         assert (model / path).read_bytes() == item.data
     assert (model / "weights.bin").resolve().stat().st_uid in (1001, 1002, 1003)
+
+
+def test_a_pod_of_another_uid_keeps_the_finished_chunks_of_a_killed_ranged_download(volume: Path) -> None:
+    """A large file in ranges: UID 1001 is killed with chunks done; UID 1002 copies them, fetches the rest."""
+    import json
+    import random
+
+    from devtools.hubserver import HubRepo
+
+    weights = random.Random(3).randbytes(8 << 20)  # noqa: S311 (test data)
+    settings = {"MODELCACHE_RANGE_CHUNK": "1Mi", "MODELCACHE_WORKERS": "2", "MODELCACHE_RETRY_BASE": "10ms"}
+    with HubServer([HubRepo.single("org/large", {"weights.bin": weights})]) as hub:
+        hub.faults.bytes_per_second = 1 << 20
+        env = fetcher_environment("hf://org/large", volume, pod="pod-1001", extra={"HF_ENDPOINT": hub.url, **settings})
+        holder = start_as(1001, env, volume.parent / "uid-1001.log")
+
+        def done() -> int:
+            for path in (volume / ".modelcache").rglob("chunks/*.json"):
+                try:
+                    return len(json.loads(path.read_bytes())["done"])
+                except ValueError:
+                    continue
+            return 0
+
+        deadline = time.monotonic() + 60
+        while done() < 2:
+            assert holder.poll() is None, (volume.parent / "uid-1001.log").read_text()
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+        kept = done()
+        hub.faults.bytes_per_second = None
+        hub.reset_counters()
+        env = fetcher_environment("hf://org/large", volume, pod="pod-1002", extra={"HF_ENDPOINT": hub.url, **settings})
+        follower = start_as(1002, env, volume.parent / "uid-1002.log")
+        assert follower.wait(timeout=120) == 0, (volume.parent / "uid-1002.log").read_text()
+        log = (volume.parent / "uid-1002.log").read_text()
+        assert f"resuming {kept} of 8 chunks" in log
+        assert "another UID's download" in log
+        assert hub.bytes_served <= (8 - kept) << 20  # the finished chunks are never fetched again
+    key = keys.model_key(sources.parse_source("hf://org/large"))
+    assert check_ready(CacheLayout(volume), key) is not None
+    assert (Path(wire.model_path(str(volume), key)) / "weights.bin").read_bytes() == weights
