@@ -130,14 +130,20 @@ def _raise_for_status(response: urllib3.BaseHTTPResponse, what: str, denied: str
 
 
 def _chunks(response: urllib3.BaseHTTPResponse, what: str) -> Iterator[bytes]:
+    complete = False
     try:
         # read1: whatever has arrived, up to CHUNK. read(CHUNK) would wait for the full amount, so on a slow
         # link nothing would reach the disk (or the progress, or a resumable .part) for a long time.
         while data := response.read1(CHUNK, decode_content=False):
             yield data
+        complete = True
     except Urllib3Error as err:
         raise RetryableError(f"{what}: the download broke off ({type(err).__name__})") from err
     finally:
+        if not complete:
+            # Abandoned mid-body (a refused range, a stop, an error): the connection still has the rest of
+            # the body in flight, so it is closed, never handed to the next request in that state.
+            response.close()
         response.release_conn()
 
 

@@ -24,7 +24,7 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -278,26 +278,12 @@ def _fetch_chunk(
     def attempt() -> None:
         position = first + written[0]
         served, data = source.open(file, position, last)
-        if served != position:
-            raise RangesIgnoredError(f"asked for bytes {position}-{last}, the source sent from {served}")
-        fd = os.open(part, os.O_WRONLY)
         try:
-            for block in data:
-                if halt.is_set():
-                    raise CancelledError
-                if position + len(block) > last + 1:
-                    raise RangesIgnoredError(f"asked for bytes up to {last}, the source sent more")
-                view = memoryview(block)
-                while view:
-                    done = os.pwrite(fd, view, position)
-                    view, position = view[done:], position + done
-                    written[0] += done
-                    count(done)
-            if position <= last:
-                raise RetryableError(f"the connection ended at byte {position} of chunk {first}-{last}")
-            os.fsync(fd)
+            if served != position:
+                raise RangesIgnoredError(f"asked for bytes {position}-{last}, the source sent from {served}")
+            _write_chunk(data, part, position, last, count=count, halt=halt, written=written)
         finally:
-            os.close(fd)
+            getattr(data, "close", lambda: None)()  # its connection is closed now, not when collected
 
     retry(
         attempt,
@@ -308,6 +294,37 @@ def _fetch_chunk(
         progress=lambda: f"from byte {first + written[0]}",
     )
     chunks.mark(index)
+
+
+def _write_chunk(
+    data: Iterator[bytes],
+    part: Path,
+    position: int,
+    last: int,
+    *,
+    count: Callable[[int], None],
+    halt: threading.Event,
+    written: list[int],
+) -> None:
+    """Write a response's bytes at their offsets, up to byte `last` of the file, then fsync them."""
+    fd = os.open(part, os.O_WRONLY)
+    try:
+        for block in data:
+            if halt.is_set():
+                raise CancelledError
+            if position + len(block) > last + 1:
+                raise RangesIgnoredError(f"asked for bytes up to {last}, the source sent more")
+            view = memoryview(block)
+            while view:
+                done = os.pwrite(fd, view, position)
+                view, position = view[done:], position + done
+                written[0] += done
+                count(done)
+        if position <= last:
+            raise RetryableError(f"the connection ended at byte {position}, before byte {last}")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _wait_all(futures: list[Future[None]], cancel: threading.Event, halt: threading.Event) -> None:

@@ -302,6 +302,7 @@ def _stream(
         raise
     finally:
         os.close(fd)
+        getattr(chunks, "close", lambda: None)()  # its connection is closed now, not when collected
 
 
 def _write_all(fd: int, data: bytes) -> None:
