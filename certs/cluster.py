@@ -88,8 +88,7 @@ def _state_of(
         if published or serving is not None:
             log.warning(
                 "certificates: the CA Secret is missing or unusable; a new CA joins the published bundle, and "
-                "the serving certificate moves to it after %s",
-                MIN_OVERLAP,
+                "the serving certificate moves to it once the overlap has passed"
             )
     if serving is None:
         serving = issue_serving_cert(ca, dns_names, now=now)

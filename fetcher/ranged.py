@@ -218,13 +218,17 @@ def _fetch_all(
 def _prepare(part: Path, chunks: ChunkMap) -> int:
     """Size the part file for chunks at their offsets, keeping what an earlier attempt verified; bytes kept."""
     file = chunks.file
-    mine = part.exists() and part.stat().st_uid == os.geteuid()
-    if part.exists() and chunks.load() and part.stat().st_size == file.size:
+    try:
+        found: os.stat_result | None = part.stat()
+    except FileNotFoundError:
+        found = None
+    mine = found is not None and found.st_uid == os.geteuid()
+    if found is not None and found.st_size == file.size and chunks.load():
         if not mine:  # a dead holder of another UID: its 0644 file is not ours to write into
             _adopt(part, chunks)
             chunks.save()
         return sum(chunks.length(i) for i in chunks.done)
-    prefix = part.stat().st_size if mine and not chunks.path.exists() else 0  # one stream wrote a prefix
+    prefix = found.st_size if found is not None and mine and not chunks.path.exists() else 0  # one stream's prefix
     chunks.done = {i for i in range(chunks.count) if chunks.bounds(i)[1] < min(prefix, file.size)}
     chunks.save()  # before the file is sized: a sized file without a map is never taken for a prefix
     if not mine:

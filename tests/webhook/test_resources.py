@@ -57,7 +57,8 @@ def test_the_default_fetcher_does_not_raise_what_a_small_app_reserves() -> None:
 
 
 def test_the_default_fetcher_requests_cover_its_measured_peak_memory() -> None:
-    """docs/benchmarks.md: a cold 1 GiB copy peaks at 77 MB RSS; the request must not be below it."""
+    """docs/benchmarks.md: a cold one-stream copy peaks at 77 MB RSS; the request must not be below it
+    (ranged downloads of large files peak higher, within the limit: docs/configuration.md)."""
     (fetcher,) = injected(SMALL_APP, Settings())["spec"]["initContainers"]
     assert quantity(fetcher["resources"]["requests"]["memory"]) >= 77 * 10**6
     assert fetcher["resources"]["limits"] == {"cpu": "2", "memory": "1Gi"}  # the limits stay
