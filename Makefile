@@ -50,12 +50,21 @@ $(PEERS):
 	.venv-peers/bin/python -m pip install --quiet "kserve-storage==0.21.0"
 	@touch $(PEERS)
 
+# AIBrix's downloader, a peer of the cold-copy benchmark (bench/cold.py), pins huggingface_hub 0.24 and
+# brings hf_transfer: a virtualenv of its own too.
+AIBRIX := .venv-aibrix/.installed
+$(AIBRIX):
+	$(PYTHON) -m venv .venv-aibrix
+	.venv-aibrix/bin/python -m pip install --quiet "aibrix==0.8.0" "hf_transfer==0.1.9"
+	@touch $(AIBRIX)
+
 # Bytecode first, as the images have it: otherwise every start pays for compiling what changed.
 COMPILE := $(BIN)/python -m compileall -q modelcache webhook fetcher certs
 
-bench-fetch: $(STAMP) $(PEERS)
+bench-fetch: $(STAMP) $(PEERS) $(AIBRIX)
 	$(COMPILE)
 	$(BIN)/python -m bench.fetch
+	$(BIN)/python -m bench.cold
 
 # One large file (one stream, parallel ranges, 8-range curl; local and behind a per-connection cap), the
 # phases of a cold copy, and 8 pods on one cache against one copy (docs/benchmarks.md, issue 17).
@@ -89,4 +98,4 @@ constraints:
 	} > constraints.txt
 
 clean:
-	rm -rf $(VENV) .venv-peers .mypy_cache .pytest_cache .ruff_cache .import_linter_cache
+	rm -rf $(VENV) .venv-peers .venv-aibrix .mypy_cache .pytest_cache .ruff_cache .import_linter_cache

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 from fetcher.plan import RemoteFile
 from fetcher.retrying import CancelledError, RetryableError, RetryPolicy, retry
 from fetcher.sources import Source
+from fetcher.writeback import Writeback
 from modelcache.cache.digests import HASH_CHUNK, Digests
 from modelcache.cache.files import FILE_MODE, make_shared_dir, write_atomically
 from modelcache.contract.errors import IntegrityError
@@ -312,6 +313,7 @@ def _write_chunk(
 ) -> None:
     """Write a response's bytes at their offsets, up to byte `last` of the file, then fsync them."""
     fd = os.open(part, os.O_WRONLY)
+    writeback = Writeback(fd, position)
     try:
         for block in data:
             if halt.is_set():
@@ -324,6 +326,7 @@ def _write_chunk(
                 view, position = view[done:], position + done
                 written[0] += done
                 count(done)
+            writeback.wrote(position)
         if position <= last:
             raise RetryableError(f"the connection ended at byte {position}, before byte {last}")
         os.fsync(fd)

@@ -24,6 +24,7 @@ from fetcher.plan import RemoteFile
 from fetcher.retrying import CancelledError, RetryableError, RetryPolicy, retry
 from fetcher.sources import Source
 from fetcher.staging import part_path, staged_bytes, staged_path
+from fetcher.writeback import Writeback
 from modelcache.cache.digests import HASH_CHUNK, Digests, hash_file
 from modelcache.cache.files import FILE_MODE, make_shared_dir
 from modelcache.contract.errors import DiskFullError, IntegrityError
@@ -282,6 +283,7 @@ def _stream(
     try:
         os.ftruncate(fd, state.offset)
         os.lseek(fd, state.offset, os.SEEK_SET)
+        writeback = Writeback(fd, state.offset)
         for chunk in chunks:
             if cancel.is_set():
                 raise CancelledError
@@ -293,6 +295,7 @@ def _stream(
             _write_all(fd, chunk)
             state.digests.update(chunk)
             tally.add_fetched(len(chunk))
+            writeback.wrote(state.offset)
         if state.offset < file.size:
             raise RetryableError(f"the connection ended after {state.offset} of {file.size} bytes")
         os.fsync(fd)

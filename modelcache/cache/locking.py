@@ -8,7 +8,11 @@ atomic publication (see fetcher/fetch.py). So:
   them when the holder dies. ``flock`` is node-local on several of these.
 - It is taken without blocking, in a polling loop with jitter, under a timeout; the loop polls often at
   first and backs off to MODELCACHE_LOCK_POLL (poll_interval), so a short download wakes its waiters
-  promptly and a long one costs no more tries than before.
+  promptly and a long one costs no more tries than before. Between two tries a waiter sleeps on a
+  blocking request for the same OFD lock (_Waker): the kernel grants it the moment the holder lets go
+  on a local filesystem, an NFSv4.1 server says so with a CB_NOTIFY_LOCK callback, NFSv3's lockd with a
+  GRANTED callback; where none of these exists, the NFS client retries it at its own backoff (1 s up to
+  30 s), fewer tries than the loop's. The loop stays the judge: takeover, timeout and logs work as before.
 - The holder writes an owner record (pod, node, pid, progress) and refreshes it as a heartbeat. Waiters
   log who holds the lock, and how far it got, every ~10 s. They judge the heartbeat on their own
   monotonic clock, so clock skew between nodes does not matter.
@@ -66,16 +70,20 @@ class ModelLock:
         identity: Identity,
         settings: LockSettings,
         source: str = "",
+        include: tuple[str, ...] = (),
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.key = key
         self.source = source
+        self.include = include
         self.path = layout.lock_path(key)
         self.owner_path = layout.owner_path(key)
         self.identity = identity
         self.settings = settings
         self._clock = clock
         self._fd: int | None = None
+        self._waker: _Waker | None = None
+        self._ofd = False  # the last try used an OFD lock: a blocking request of the same lock can wait
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
         self._acquired_at = time.time()
@@ -140,7 +148,7 @@ class ModelLock:
             if now - started >= self.settings.timeout:
                 raise LockTimeoutError(self._timeout_message(owner, now - started))
             self._reopen_if_replaced()
-            time.sleep(poll_interval(now - started, self.settings.poll) * _jitter())
+            self._sleep(poll_interval(now - started, self.settings.poll) * _jitter())
 
     def release(self) -> None:
         self._stop.set()
@@ -175,6 +183,7 @@ class ModelLock:
             host=self.identity.host,
             key=self.key,
             source=self.source,
+            include=self.include,
             attempt=attempt,
             started_at=self._acquired_at,
             heartbeat_at=time.time(),
@@ -192,6 +201,16 @@ class ModelLock:
     # --- the fcntl lock -----------------------------------------------------------------------------
     def _open(self) -> None:
         self._fd = _open_lock_file(self.path)
+        self._waker = None  # a waker of the previous file stays blocked there, harmlessly (see _Waker)
+
+    def _sleep(self, seconds: float) -> None:
+        """Wait `seconds` before the next try, or less if the holder lets go meanwhile."""
+        if not self._ofd:
+            time.sleep(seconds)
+            return
+        if self._waker is None:
+            self._waker = _Waker(self._descriptor)
+        self._waker.granted.wait(seconds)
 
     @property
     def _descriptor(self) -> int:
@@ -203,6 +222,7 @@ class ModelLock:
         fd = self._descriptor
         if hasattr(fcntl, "F_OFD_SETLK"):
             held = _attempt(lambda: fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _FLOCK), fall_back_on_einval=True)
+            self._ofd = held is not None
             if held is not None:
                 return held
         return bool(_attempt(lambda: fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB), fall_back_on_einval=False))
@@ -411,6 +431,32 @@ def _attempt(take: Callable[[], object], *, fall_back_on_einval: bool) -> bool |
         if err.errno == errno.EINVAL and fall_back_on_einval:
             return None  # no OFD locks on this kernel or filesystem: fall back to lockf
         raise
+
+
+class _Waker:
+    """A thread blocked in F_OFD_SETLKW on a duplicate of the lock file's descriptor.
+
+    The duplicate shares the open file description, which owns OFD locks: when the kernel grants the
+    blocked request, the waiter's own next F_OFD_SETLK succeeds at once (same owner), and closing the
+    duplicate keeps the lock, held by the description through the waiter's descriptor. A waker left
+    behind on a lock file that was moved aside (a takeover) can only ever lock that old file, which no
+    one uses, and lets it go when it closes its duplicate. Never used with lockf, whose locks belong to
+    the process and are dropped by closing any descriptor of the file.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self.granted = threading.Event()
+        self._fd = os.dup(fd)
+        threading.Thread(target=self._wait, name="lock-waker", daemon=True).start()
+
+    def _wait(self) -> None:
+        try:
+            fcntl.fcntl(self._fd, fcntl.F_OFD_SETLKW, _FLOCK)
+            self.granted.set()
+        except OSError:
+            pass  # the polling loop still tries, and says what it finds
+        finally:
+            os.close(self._fd)
 
 
 class _OwnerWatcher:

@@ -131,3 +131,30 @@ def test_a_long_wait_costs_a_bounded_number_of_extra_tries() -> None:
     for wait in (60.0, 600.0, 3600.0):
         assert tries(wait, 1.0) <= wait / 1.0 + 40  # the same as a fixed 1 s poll, plus a constant
     assert tries(3600.0, 1.0) - tries(600.0, 1.0) == pytest.approx(3000, abs=2)  # then one a second
+
+
+def test_a_waiter_between_long_polls_wakes_when_the_holder_lets_go(
+    tmp_path: Path, holder: subprocess.Popen[str]
+) -> None:
+    """Deep into a long wait the loop sleeps a whole MODELCACHE_LOCK_POLL between tries (60 s here, on
+    a clock that runs 10^6 times fast, so that the loop gets there after its first try); the release still wakes it."""
+    import threading
+
+    started = time.monotonic()
+    lock = ModelLock(
+        CacheLayout(tmp_path),
+        KEY,
+        identity=Identity.here(pod="waiter", namespace="serving", node="node-w"),
+        settings=LockSettings(timeout=1e9, poll=60.0, log_every=1e9, stale_after=1e9, takeover_after=0.0),
+        clock=lambda: started + (time.monotonic() - started) * 1e6,
+    )
+    states: list[LockState] = []
+    thread = threading.Thread(target=lambda: states.append(lock.acquire()), daemon=True)
+    thread.start()
+    time.sleep(1.0)  # the waiter is asleep in a 30-90 s pause by now
+    assert not states
+    os.kill(holder.pid, signal.SIGKILL)  # the kernel drops the holder's lock
+    holder.wait()
+    thread.join(timeout=10)
+    assert states == [LockState.HELD], "the waiter slept through the release"
+    lock.release()
