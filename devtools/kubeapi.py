@@ -27,6 +27,7 @@ import kubernetes_validate
 from aiohttp import web
 
 from devtools.background import BackgroundLoop
+from devtools.crds import SchemaError, custom_resources
 from modelcache.contract import JsonObject
 
 SCHEMA_VERSION = "1.30.0"
@@ -46,6 +47,7 @@ RESOURCES = {
     ("", "configmaps"): Resource("ConfigMap", "v1", True),
     ("", "secrets"): Resource("Secret", "v1", True),
     ("", "namespaces"): Resource("Namespace", "v1", False),
+    ("", "events"): Resource("Event", "v1", True),
     ("storage.k8s.io", "storageclasses"): Resource("StorageClass", "storage.k8s.io/v1", False),
     ("coordination.k8s.io", "leases"): Resource("Lease", "coordination.k8s.io/v1", True),
     ("batch", "jobs"): Resource("Job", "batch/v1", True),
@@ -53,6 +55,8 @@ RESOURCES = {
         "MutatingWebhookConfiguration", "admissionregistration.k8s.io/v1", False
     ),
 }
+# Our CRDs (manifests/base/*-crd.yaml), served as the apiserver serves them once they are installed.
+RESOURCES |= {key: Resource(cr.kind, cr.api_version, cr.namespaced) for key, cr in custom_resources().items()}
 _KINDS = {r.kind: (group, plural) for (group, plural), r in RESOURCES.items()}
 
 
@@ -177,7 +181,21 @@ class KubeApi:
         return self._store(group, plural, namespace, obj, "ADDED")
 
     def _store(self, group: str, plural: str, namespace: str, obj: JsonObject, event: str) -> JsonObject:
-        _validate(obj)
+        custom = custom_resources().get((group, plural))
+        if custom is None:
+            _validate(obj)
+        else:
+            with self._lock:
+                old = copy.deepcopy(self._objects.get((group, plural, namespace, obj["metadata"]["name"])))
+            try:
+                obj = custom.admit(obj, old)
+            except SchemaError as err:
+                raise ApiError(
+                    422, "Invalid", f"{custom.kind}.{custom.group} {obj['metadata'].get('name')!r} is invalid: {err}"
+                ) from err
+            generation = int((old or {}).get("metadata", {}).get("generation", 0))
+            changed = old is None or old.get("spec") != obj.get("spec")
+            obj["metadata"]["generation"] = generation + 1 if changed else generation
         with self._lock:
             version = next(self._version)
             obj["metadata"]["resourceVersion"] = str(version)
@@ -186,11 +204,24 @@ class KubeApi:
         self._notify()
         return copy.deepcopy(obj)
 
-    def _delete(self, group: str, plural: str, namespace: str, name: str) -> JsonObject:
+    def _delete(
+        self, group: str, plural: str, namespace: str, name: str, preconditions: JsonObject | None = None
+    ) -> JsonObject:
         with self._lock:
-            obj = self._objects.pop((group, plural, namespace, name), None)
+            obj = self._objects.get((group, plural, namespace, name))
             if obj is None:
                 raise ApiError(404, "NotFound", f'{plural} "{name}" not found')
+            for field in ("resourceVersion", "uid"):
+                wanted = (preconditions or {}).get(field)
+                if wanted and wanted != obj["metadata"].get(field):
+                    raise ApiError(
+                        409,
+                        "Conflict",
+                        f'Operation cannot be fulfilled on {plural} "{name}": the {field} in the precondition '
+                        f"({wanted}) does not match the {field} in record ({obj['metadata'].get(field)}). "
+                        "The object might have been modified",
+                    )
+            del self._objects[group, plural, namespace, name]
             version = next(self._version)
             self._events.append((version, "DELETED", group, plural, copy.deepcopy(obj)))
         self._notify()
@@ -214,14 +245,14 @@ class KubeApi:
         if token != self.token and (self.grants is None or token not in self.grants):
             return web.json_response(ApiError(401, "Unauthorized", "Unauthorized").status(), status=401)
         try:
-            group, plural, namespace, name = _route(request.path)
+            group, plural, namespace, name, subresource = _route(request.path)
             if self.grants is not None:
-                self._authorize(token, request, group, plural, namespace, name)
+                self._authorize(token, request, group, (plural + subresource), namespace, name)
             if request.method == "GET" and not name:
                 if request.query.get("watch") in ("1", "t", "T", "true", "TRUE", "True"):  # Go strconv.ParseBool
                     return await self._watch(request, group, plural, namespace)
                 return web.json_response(self._list(request, group, plural, namespace))
-            body = await self._dispatch(request, group, plural, namespace, name)
+            body = await self._dispatch(request, group, plural, namespace, name, subresource)
             status = 201 if request.method == "POST" else 200
             return web.json_response(body, status=status)
         except ApiError as err:
@@ -253,15 +284,22 @@ class KubeApi:
         self.forbidden.append(message)
         raise ApiError(403, "Forbidden", message)
 
-    async def _dispatch(self, request: web.Request, group: str, plural: str, namespace: str, name: str) -> JsonObject:
+    async def _dispatch(
+        self, request: web.Request, group: str, plural: str, namespace: str, name: str, subresource: str
+    ) -> JsonObject:
         key = (group, plural, namespace, name)
         if request.method == "POST":
             refusal = self.refuse_creates.get((RESOURCES[group, plural].kind, namespace))
             if refusal:
                 raise ApiError(403, "Forbidden", refusal)
-            return self._create(group, plural, namespace, await request.json())
+            body = await request.json()
+            custom = custom_resources().get((group, plural))
+            if custom is not None and custom.status_subresource:
+                body.pop("status", None)  # the apiserver ignores the status of a create
+            return self._create(group, plural, namespace, body)
         if request.method == "DELETE":
-            return self._delete(group, plural, namespace, name)
+            options = await request.json() if request.can_read_body else {}
+            return self._delete(group, plural, namespace, name, (options or {}).get("preconditions") or {})
         with self._lock:
             current = copy.deepcopy(self._objects.get(key))
         if current is None:
@@ -276,9 +314,14 @@ class KubeApi:
             obj["metadata"].update(
                 uid=current["metadata"]["uid"], creationTimestamp=current["metadata"]["creationTimestamp"]
             )
-            return self._store(group, plural, namespace, obj, "MODIFIED")
+            return self._store(
+                group, plural, namespace, _subresource(group, plural, subresource, current, obj), "MODIFIED"
+            )
         if request.method == "PATCH":
-            return self._store(group, plural, namespace, _patched(current, request, await request.json()), "MODIFIED")
+            patched = _patched(current, request, await request.json())
+            return self._store(
+                group, plural, namespace, _subresource(group, plural, subresource, current, patched), "MODIFIED"
+            )
         raise ApiError(405, "MethodNotAllowed", f"{request.method} is not supported")
 
     def _list(self, request: web.Request, group: str, plural: str, namespace: str) -> JsonObject:
@@ -349,8 +392,8 @@ def grants_of(objects: list[JsonObject], *, service_account: str, namespace: str
     return grants
 
 
-def _route(path: str) -> tuple[str, str, str, str]:
-    """/api/v1/... or /apis/<group>/<version>/... -> (group, plural, namespace, name)."""
+def _route(path: str) -> tuple[str, str, str, str, str]:
+    """/api/v1/... or /apis/<group>/<version>/... -> (group, plural, namespace, name, "/status" or "")."""
     parts = [p for p in path.split("/") if p]
     if parts[:2] == ["api", "v1"]:
         group, rest = "", parts[2:]
@@ -361,11 +404,30 @@ def _route(path: str) -> tuple[str, str, str, str]:
     namespace = ""
     if len(rest) >= 3 and rest[0] == "namespaces":
         namespace, rest = rest[1], rest[2:]
+    subresource = ""
     if rest and rest[-1] == "status" and len(rest) == 3:
-        rest = rest[:2]
+        rest, subresource = rest[:2], "/status"
     if not rest or (group, rest[0]) not in RESOURCES or len(rest) > 2:
         raise ApiError(404, "NotFound", f"the stand-in does not serve {path}")
-    return group, rest[0], namespace, rest[1] if len(rest) == 2 else ""
+    return group, rest[0], namespace, rest[1] if len(rest) == 2 else "", subresource
+
+
+def _subresource(group: str, plural: str, subresource: str, current: JsonObject, new: JsonObject) -> JsonObject:
+    """A CRD with a status subresource: /status writes change only the status, the object anything else."""
+    custom = custom_resources().get((group, plural))
+    if custom is None or not custom.status_subresource:
+        return new  # the built-in kinds here: a write to .../status is stored whole, as before
+    if subresource == "/status":
+        kept = copy.deepcopy(current)
+        kept["status"] = new.get("status", {})
+        kept["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+        return kept
+    new = copy.deepcopy(new)
+    if "status" in current:
+        new["status"] = copy.deepcopy(current["status"])
+    else:
+        new.pop("status", None)
+    return new
 
 
 def _selected(request: web.Request, obj: JsonObject) -> bool:

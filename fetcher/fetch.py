@@ -223,6 +223,7 @@ def model_lock(settings: FetchSettings, layout: CacheLayout) -> ModelLock:
         identity=Identity.here(pod=settings.pod, namespace=settings.namespace, node=settings.node),
         settings=settings.lock,
         source=settings.source.uri,
+        include=settings.include,
     )
 
 
@@ -373,6 +374,7 @@ def record_run(settings: FetchSettings, outcome: Outcome | None, error: FetchErr
             kind=outcome.kind if outcome else "failed",
             key=settings.key,
             source=settings.source.uri,
+            include=settings.include,
             at=time.time(),
             version=outcome.version if outcome else "",
             bytes_downloaded=outcome.bytes_downloaded if outcome else 0,

@@ -33,7 +33,18 @@ def run(settings: AgentSettings) -> int:
         identity=settings.identity,
         timings=settings.lease_timings,
     )
-    agent = Agent(settings, elector=elector, live_pods=lambda: live_pods_by_key(api, settings.pods_namespace))
+    cached_models = None
+    if settings.cached_models:
+        from modelcache.agent.cachedmodels import CachedModels
+        from modelcache.contract.cachedmodel import volume_id
+
+        cached_models = CachedModels(api, volume=volume_id(settings.namespace, settings.cache_claim))
+    agent = Agent(
+        settings,
+        elector=elector,
+        live_pods=lambda: live_pods_by_key(api, settings.pods_namespace),
+        cached_models=cached_models,
+    )
 
     def on_term(signum: int, _: FrameType | None) -> None:
         log.info("signal %d: finishing the current removal, releasing the Lease", signum)

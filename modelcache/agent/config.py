@@ -31,6 +31,8 @@ class AgentSettings:
     """Everything the agent can be told; each field is MODELCACHE_<FIELD NAME IN UPPER CASE>."""
 
     cache_root: str = ""  # the cache PVC's mount path (required)
+    cache_claim: str = "modelcache"  # that PVC's name, in `namespace`: how CachedModel entries name the volume
+    cached_models: bool = True  # keep this volume's entries of the CachedModel objects (needs their CRD)
     namespace: str = "modelcache-system"  # its own namespace: where its Lease lives
     identity: str = ""  # its name in the Lease (the pod name); the host name when empty
     lease_name: str = "modelcache-cache-agent"
@@ -46,7 +48,7 @@ class AgentSettings:
     purge_dry_run: bool = False  # log what a round would remove, remove nothing
     staging_after: timedelta = timedelta(days=1)  # dead download attempts older than this go
     outcomes_after: timedelta = timedelta(weeks=1)  # outcome records older than this go
-    scan_every: timedelta = timedelta(minutes=1)  # metrics refresh
+    scan_every: timedelta = timedelta(minutes=1)  # metrics and CachedModel refresh
     pods_namespace: str = ""  # ask only this namespace for live pods ("" all: a cache shared by many)
     metrics_port: int = 8080
     log_format: Literal["text", "json"] = "text"
@@ -79,6 +81,8 @@ def _watermark(value: str) -> str:
 
 _READERS: dict[str, Reader[Any]] = {
     "cache_root": read_text,
+    "cache_claim": read_name(DNS_SUBDOMAIN, "a PersistentVolumeClaim name", limit=253),
+    "cached_models": read_boolean,
     "namespace": read_name(DNS_LABEL, "a namespace name", limit=63),
     "identity": read_text,
     "lease_name": read_name(DNS_SUBDOMAIN, "a Lease name", limit=253),
@@ -100,6 +104,8 @@ _READERS: dict[str, Reader[Any]] = {
 
 MEANINGS = {
     "cache_root": "where the cache PVC is mounted (required; /cache in the manifests)",
+    "cache_claim": "the name of that PVC (in its own namespace): CachedModel status entries name it namespace/claim",
+    "cached_models": "keep a CachedModel object for every model on the volume, and its entry for this volume",
     "namespace": "its own namespace, where its Lease is (the manifests set it from the pod)",
     "identity": "its name in the Lease, before a unique suffix (the manifests set the pod name)",
     "lease_name": "the Lease: one replica acts at a time",
@@ -112,7 +118,7 @@ MEANINGS = {
     "purge_dry_run": "log each round's decisions; remove nothing",
     "staging_after": "download attempts with no progress for this long are removed",
     "outcomes_after": "fetch outcome records older than this are removed",
-    "scan_every": "how often the metrics are refreshed",
+    "scan_every": "how often the metrics and the CachedModel objects are refreshed",
     "pods_namespace": "ask only this namespace for live pods: for a volume no other namespace mounts",
     "metrics_port": "GET /metrics (Prometheus) and GET /healthz",
     "log_format": "text or json (one object per line)",

@@ -31,7 +31,7 @@ from modelcache.agent.config import AgentSettings
 from modelcache.agent.metrics import REASONS, AgentMetrics, Snapshot
 from modelcache.cache.collection import Ages
 from modelcache.cache.files import list_names, write_atomically
-from modelcache.cache.inventory import free_space, list_models
+from modelcache.cache.inventory import CacheEntry, failed_before_any_file, free_space, list_models
 from modelcache.cache.layout import CacheLayout
 from modelcache.cache.outcomes import COUNTED_SUFFIX, claim_outcome, read_outcomes
 from modelcache.cache.owners import Identity
@@ -41,6 +41,7 @@ from modelcache.contract.pods import PodRef
 from modelcache.contract.quantities import format_bytes, format_duration
 
 if TYPE_CHECKING:
+    from modelcache.agent.cachedmodels import CachedModels
     from modelcache.runtime.leader import LeaderElector  # the kubernetes client: imported only to run
 
 log = logging.getLogger("modelcache.agent")
@@ -58,8 +59,10 @@ class Agent:
         *,
         elector: LeaderElector,
         live_pods: Callable[[], Mapping[str, Sequence[PodRef]]],
+        cached_models: CachedModels | None = None,
     ) -> None:
         self.settings, self.elector, self.live_pods = settings, elector, live_pods
+        self.cached_models = cached_models
         self.layout = CacheLayout(Path(settings.cache_root).absolute())
         self.metrics = AgentMetrics.create()
         self.identity = Identity.here(pod=settings.identity, namespace=settings.namespace, node="")
@@ -218,4 +221,30 @@ class Agent:
         root_open = open_to_all(self.layout.root)
         snapshot = Snapshot(time.time(), models, free, total, time.monotonic() - started, root_open)
         self.metrics.cache.snapshot = snapshot
+        if self.cached_models is not None:
+            failed = failed_before_any_file(self.layout, {m.key for m in models})
+            self.sync_cached_models(self.cached_models, [*models, *failed])
         return snapshot
+
+    def sync_cached_models(self, cached_models: CachedModels, models: Sequence[CacheEntry]) -> None:
+        """This volume's entries of the CachedModel objects; a failure is logged and retried at the next scan."""
+        from modelcache.runtime.kube import API_ERRORS
+
+        try:
+            report = cached_models.sync(models, self.live_pods())
+        except API_ERRORS as err:
+            log.warning(
+                "could not update the CachedModel objects (next try in %s): %s", self._scan_text(), str(err)[:500]
+            )
+            return
+        if report.created or report.deleted or report.failed:
+            log.info(
+                "CachedModel objects: %d made, %d updated, %d deleted, %d failed",
+                len(report.created),
+                len(report.updated),
+                len(report.deleted),
+                len(report.failed),
+            )
+
+    def _scan_text(self) -> str:
+        return format_duration(self.settings.scan_every.total_seconds())

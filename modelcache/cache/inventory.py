@@ -45,6 +45,7 @@ class CacheEntry:
     key: str
     state: State
     source: str = ""  # "" when only an interrupted attempt is left and nothing names the source
+    include: tuple[str, ...] = ()  # the source's include patterns (with the source: what the key stands for)
     version: str = ""
     path: str = ""
     files: int = 0
@@ -71,6 +72,26 @@ def list_models(layout: CacheLayout) -> list[CacheEntry]:
     return [describe(layout, key, last_outcome=outcomes.get(key)) for key in sorted(model_keys(layout))]
 
 
+def failed_before_any_file(layout: CacheLayout, known: set[str]) -> list[CacheEntry]:
+    """Models whose newest outcome is a failure and that left no other trace (refused at the source,
+    say): `list_models` cannot see them, the CachedModel objects must (phase Failed, with the message)."""
+    newest: dict[str, OutcomeRecord] = {}
+    for _, record in read_outcomes(layout):
+        newest[record.key] = record
+    return [
+        CacheEntry(
+            key,
+            "interrupted",
+            source=record.source,
+            include=record.include,
+            last_outcome=record,
+            problem="the fetch failed before any file arrived",
+        )
+        for key, record in sorted(newest.items())
+        if record.kind == "failed" and key not in known and record.source
+    ]
+
+
 def describe(layout: CacheLayout, key: str, *, last_outcome: OutcomeRecord | None = None) -> CacheEntry:
     """The state of one key, read from its traces on the volume."""
     marker = read_marker(layout, key)
@@ -93,6 +114,7 @@ def describe(layout: CacheLayout, key: str, *, last_outcome: OutcomeRecord | Non
             base,
             state=state,
             source=marker.source,
+            include=marker.include,
             version=marker.version,
             path=marker.path,
             files=len(marker.files),
@@ -100,10 +122,15 @@ def describe(layout: CacheLayout, key: str, *, last_outcome: OutcomeRecord | Non
             published_at=marker.published_at,
             problem=problem,
         )
-    source = _owner_source(layout, key) or (last_outcome.source if last_outcome else "")
+    owner = read_owner(layout, key)
+    if owner is not None and owner.source:
+        source, include = owner.source, owner.include
+    else:
+        source, include = (last_outcome.source, last_outcome.include) if last_outcome else ("", ())
     if base.download is not None:
-        return replace(base, state="downloading", source=source)
-    return replace(base, source=source, problem="no ready marker: a download or a removal stopped before it finished")
+        return replace(base, state="downloading", source=source, include=include)
+    problem = "no ready marker: a download or a removal stopped before it finished"
+    return replace(base, source=source, include=include, problem=problem)
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,8 +192,3 @@ def current_download(layout: CacheLayout, key: str) -> Download:
     if owner is None:
         return Download(UNKNOWN_HOLDER, "", 0, 0, 0.0)
     return Download(owner.holder, owner.attempt, owner.bytes_done, owner.bytes_total, owner.heartbeat_at)
-
-
-def _owner_source(layout: CacheLayout, key: str) -> str:
-    owner = read_owner(layout, key)
-    return owner.source if owner else ""

@@ -48,14 +48,17 @@ class OutcomeRecord:
     pod: str = ""
     namespace: str = ""
     node: str = ""
+    include: tuple[str, ...] = ()
 
     @classmethod
     def from_json(cls, raw: bytes) -> OutcomeRecord:
+        from modelcache.cache.owners import patterns
+
         data = json.loads(raw)
         if not isinstance(data, dict) or data.get("kind") not in KINDS:
             raise ValueError("not an outcome record")
         known = {name: data[name] for name in cls.__dataclass_fields__ if name in data}
-        return cls(**known)
+        return cls(**known | {"include": patterns(data.get("include"))})
 
 
 def write_outcome(layout: CacheLayout, record: OutcomeRecord) -> None:

@@ -72,6 +72,7 @@ class OwnerRecord:
     bytes_total: int = 0
     lock: str | None = None
     host: str = ""
+    include: tuple[str, ...] = ()  # the source's include patterns: with the source, what the key stands for
 
     @property
     def holder(self) -> str:
@@ -107,6 +108,7 @@ class OwnerRecord:
             bytes_total=int(_number(data.get("bytes_total"))),
             lock=str(data["lock"]) if data.get("lock") else None,
             host=str(data.get("host") or ""),
+            include=patterns(data.get("include")),
         )
 
 
@@ -124,6 +126,13 @@ def write_owner(layout: CacheLayout, key: str, record: OwnerRecord) -> None:
 
 def describe_holder(owner: OwnerRecord | None) -> str:
     return owner.holder if owner is not None else UNKNOWN_HOLDER
+
+
+def patterns(value: object) -> tuple[str, ...]:
+    """Include patterns read back from a record: a list of strings, anything else is none."""
+    if not isinstance(value, list | tuple):
+        return ()
+    return tuple(str(item) for item in value if isinstance(item, str))
 
 
 def _number(value: object) -> float:

@@ -32,6 +32,7 @@ from modelcache.cache.purge import PurgePolicy, Round, read_watermark, run_purge
 from modelcache.cache.removal import RemovalCheck, RemovalRefusedError, remove_model, unready
 from modelcache.cli.progress import Meter
 from modelcache.contract.annotation import parse_include
+from modelcache.contract.cachedmodel import name_for_key
 from modelcache.contract.errors import ContractError, FetchError
 from modelcache.contract.keys import check_model_key, model_key
 from modelcache.contract.pods import PodRef
@@ -102,7 +103,8 @@ def cmd_ls(args: argparse.Namespace, out: TextIO) -> int:
         out.write("\n")
         return 0
     now = time.time()
-    rows = [["SOURCE", "STATE", "SIZE", "LAST USED", "VERSION", *(["PODS"] if pods is not None else []), "KEY"]]
+    heads = ["SOURCE", "STATE", "SIZE", "LAST USED", "VERSION", *(["PODS"] if pods is not None else []), "KEY"]
+    rows = [[*heads, "CACHEDMODEL"]]
     for model in models:
         row = [
             model.source or "?",
@@ -113,7 +115,7 @@ def cmd_ls(args: argparse.Namespace, out: TextIO) -> int:
         ]
         if pods is not None:
             row.append(", ".join(pods_of(pods, model.key)) or "-")
-        rows.append([*row, model.key])
+        rows.append([*row, model.key, name_for_key(model.key)])
     _table(rows, out)
     free, total = free_space(layout)
     out.write(f"{len(models)} model(s), {format_bytes(sum(m.size for m in models))}; ")
@@ -136,7 +138,7 @@ def _state_text(model: CacheEntry, now: float) -> str:
 
 
 def _model_json(model: CacheEntry, pods: dict[str, list[PodRef]] | None) -> dict[str, Any]:
-    data = asdict(model)
+    data = asdict(model) | {"cachedmodel": name_for_key(model.key)}
     if pods is not None:
         data["pods"] = pods_of(pods, model.key)
     return data

@@ -24,7 +24,7 @@ from devtools.webhook_process import free_port
 from modelcache.cache.layout import CacheLayout
 from modelcache.cache.markers import check_ready
 from modelcache.cache.outcomes import COUNTED_SUFFIX, OutcomeRecord, read_outcomes, write_outcome
-from modelcache.contract import keys, sources, wire
+from modelcache.contract import cachedmodel, keys, sources, wire
 from tests.helpers import age_use, modelcache, populate, start_model_pod, write_kubeconfig
 from tests.manifests.rendering import CHART_CUSTOM, render, render_chart
 
@@ -169,6 +169,15 @@ def test_the_agent_purges_only_what_no_live_pod_uses_and_exports_the_cache(
     lease = api.get("Lease", "modelcache-cache-agent", NS)
     assert lease is not None
     assert lease["spec"]["holderIdentity"].startswith("agent-0_")
+    # `kubectl get cachedmodels`: the scan made the object of the model the pod uses, Ready here, and
+    # the purged one has none.
+    deadline = time.monotonic() + 30  # the objects follow the metrics, in the same scan
+    while not (model := api.get("CachedModel", cachedmodel.name_for_key(TINY)) or {}).get("status"):
+        assert time.monotonic() < deadline, agent.log.read_text()
+        time.sleep(0.1)
+    assert (model["status"]["phase"], model["status"]["pods"]) == ("Ready", 1)
+    assert model["status"]["caches"][0]["volume"] == f"{NS}/modelcache"
+    assert api.get("CachedModel", cachedmodel.name_for_key(JSON_ONLY)) is None
     log = agent.log.read_text()
     assert f'"model_key": "{JSON_ONLY}"' in log  # the removal's line names its model
     assert "unused for 1w" in log

@@ -47,13 +47,16 @@ def test_ls_lists_every_model_with_source_state_size_version_and_last_use(hub: H
     table = modelcache(cache, "ls")
     assert table.returncode == 0, table.stderr
     lines = table.stdout.splitlines()
-    assert lines[0].split() == ["SOURCE", "STATE", "SIZE", "LAST", "USED", "VERSION", "KEY"]
+    assert lines[0].split() == ["SOURCE", "STATE", "SIZE", "LAST", "USED", "VERSION", "KEY", "CACHEDMODEL"]
     assert any(line.startswith("hf://tiny/big@main") and " ready " in line and "4.0 MiB" in line for line in lines)
+    big_line = next(line for line in lines if line.startswith("hf://tiny/big@main"))
+    assert big_line.split()[-2:] == [BIG, BIG.replace("_", "-").replace(".", "-")]  # `kubectl get cachedmodel <it>`
     assert "2 model(s)" in lines[-1]
     models = ls_json(cache)
     assert set(models) == {TINY, BIG}
     big = models[BIG]
     assert big["state"] == "ready"
+    assert big["cachedmodel"] == big_line.split()[-1]
     assert big["version"] == hub.repos["tiny/big"].main
     assert big["size"] == sum(f.size for f in hub.repos["tiny/big"].commits[hub.repos["tiny/big"].main].values())
     assert time.time() - float(big["last_used"]) < 60  # type: ignore[arg-type]

@@ -190,7 +190,9 @@ def test_the_cache_agent_goes_beside_each_cache_volume() -> None:
     provision = render_chart({**CHART_CUSTOM, "cacheAgent": {"namespaces": ["serving"]}})
     data = one(provision, "ConfigMap", "modelcache-cache-agent-settings")["data"]
     assert data["MODELCACHE_PODS_NAMESPACE"] == "serving"
-    assert not [o for o in provision if o["kind"].startswith("Cluster") and "cache-agent" in o["metadata"]["name"]]
+    # Its ClusterRole is for the CachedModel objects only (cluster-scoped): no pods beyond its namespace.
+    cluster_rules = one(provision, "ClusterRole", "modelcache-cache-agent")["rules"]
+    assert {r for rule in cluster_rules for r in rule["resources"]} == {"cachedmodels", "cachedmodels/status"}
     disabled = render_chart({**CHART_EQUIVALENTS["overlays/nfs"], "cacheAgent": {"enabled": False}})
     assert not [o for o in disabled if "cache-agent" in o["metadata"]["name"]]
 

@@ -39,11 +39,14 @@ EXPECTED: dict[str, set[Grant]] = {
             ("modelcache-webhook",),
         ),
     },
-    # Where it runs (clone mode: beside the shared volume's PVC): its Lease, and live pods everywhere.
+    # Where it runs (clone mode: beside the shared volume's PVC): its Lease, live pods everywhere, and
+    # the CachedModel objects (cluster-scoped) whose entry for its volume it keeps.
     "modelcache-cache-agent": {
         (NS, "coordination.k8s.io", "leases", ("create",), ()),
         (NS, "coordination.k8s.io", "leases", ("get", "update"), ("modelcache-cache-agent",)),
         ("", "", "pods", ("list",), ()),
+        ("", "modelcache.io", "cachedmodels", ("get", "list", "create", "delete"), ()),
+        ("", "modelcache.io", "cachedmodels/status", ("update",), ()),
     },
 }
 # With cert-manager issuing the certificates, the controller needs no rights to them.
@@ -86,11 +89,14 @@ def test_no_rule_uses_a_wildcard_or_reaches_secrets_beyond_our_namespace(install
             assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"], role["metadata"]["name"]
             if role["kind"] == "ClusterRole":
                 assert "secrets" not in rule["resources"]
-                # One exception, explained in docs/security.md: the controller sets Retain on the shared PV
-                # and frees it for a reinstall's PVC; a provisioner names that PV, so no resourceNames.
+                # Two exceptions, explained in docs/security.md: the controller sets Retain on the shared PV
+                # and frees it for a reinstall's PVC (a provisioner names that PV, so no resourceNames);
+                # the cache agents write the status of our own cluster-scoped CachedModel objects, whose
+                # names come from model keys.
                 writes = {"update", "patch"} & set(rule["verbs"])
                 retaining = rule["resources"] == ["persistentvolumes"] and writes == {"patch"}
-                assert not writes or rule.get("resourceNames") or retaining, role["metadata"]["name"]
+                own_status = rule["resources"] == ["cachedmodels/status"] and rule["apiGroups"] == ["modelcache.io"]
+                assert not writes or rule.get("resourceNames") or retaining or own_status, role["metadata"]["name"]
 
 
 def test_only_the_pods_that_need_a_token_mount_one() -> None:
