@@ -60,6 +60,10 @@ class Settings:
     s3_endpoint: str = ""
     # Accept http:// model URLs (inside a trusted network only).
     allow_http: bool = False
+    # Pods that do not say (annotation modelcache.io/wait-for-model) wait for their model unscheduled:
+    # a scheduling gate until it is Ready in their namespace's cache (needs volume_status and the
+    # controller, which removes the gate). docs/operations.md, "Schedule pods when their model is ready".
+    wait_for_model: bool = False
     # Cache volumes per namespace: "<namespace>/<name>" of the ConfigMap the modelcache controller
     # publishes (docs/install.md). Empty: every pod gets the PVC pvc_name, unchecked.
     volume_status: str = ""
@@ -177,6 +181,7 @@ _READERS: dict[str, Reader[Any]] = {
     "hf_endpoint": read_url,
     "s3_endpoint": read_url,
     "allow_http": read_boolean,
+    "wait_for_model": read_boolean,
     "volume_status": Reader("name", _object_reference),
     "kube_api_url": read_url,
     "kube_token_file": read_text,
@@ -208,6 +213,7 @@ MEANINGS = {
     "hf_endpoint": "a Hub mirror for hf:// models, passed to the fetcher as HF_ENDPOINT",
     "s3_endpoint": "an S3-compatible endpoint, passed to the fetcher as AWS_ENDPOINT_URL",
     "allow_http": "accept http:// model URLs; only inside a network you trust",
+    "wait_for_model": "pods that do not say (modelcache.io/wait-for-model) are scheduled once their model is Ready",
     "volume_status": "<namespace>/<name> of the controller's volume status ConfigMap; empty: MODELCACHE_PVC_NAME",
     "kube_api_url": "the Kubernetes API, for the volume status (in a pod: from KUBERNETES_SERVICE_HOST)",
     "kube_token_file": "bearer token file, read again on every request (projected tokens rotate)",

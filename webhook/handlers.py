@@ -45,7 +45,8 @@ def review_admission(body: bytes, *, settings: Settings, volumes: VolumeStatusWa
         return ReviewResult(200, allowed(request.uid), "skipped", request)
     try:
         claim_for = None if volumes is None else functools.partial(volumes.claim_for, request.namespace)
-        decision = decide(request.object, settings=settings, claim_for=claim_for)
+        ready = None if volumes is None else functools.partial(volumes.model_ready, request.namespace)
+        decision = decide(request.object, settings=settings, claim_for=claim_for, model_ready=ready)
     except DenialError as err:
         return ReviewResult(200, denied(request.uid, str(err), code=err.code), "denied", request, detail=str(err))
     except ReviewError as err:

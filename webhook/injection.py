@@ -64,6 +64,7 @@ class ModelRequest:
     resources: tuple[tuple[str, str, str], ...]  # (section, kind, quantity): immutable, as it is cached
     warnings: tuple[str, ...]
     refresh: bool = False
+    wait: bool | None = None  # modelcache.io/wait-for-model; None: the cluster default decides
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,12 +97,20 @@ class PodView:
         )
 
 
-def decide(pod: JsonObject, *, settings: Settings, claim_for: Callable[[], str] | None = None) -> Decision:
+def decide(
+    pod: JsonObject,
+    *,
+    settings: Settings,
+    claim_for: Callable[[], str] | None = None,
+    model_ready: Callable[[str], bool] | None = None,
+) -> Decision:
     """Decide what a pod CREATE gets. Raises DenialError (refuse the pod) or ReviewError (malformed).
 
     `claim_for` names the cache PVC of the pod's namespace, or raises DenialError when that namespace
     cannot get a usable one (the controller's volume status); without it, settings.pvc_name is used.
-    It is called only for pods that use the shared cache.
+    It is called only for pods that use the shared cache. `model_ready(key)` says whether the model is
+    Ready in that cache (from memory); a pod that waits for its model and finds it not Ready gets the
+    scheduling gate. Without it (no volume status), no pod is gated: nothing would remove the gate.
     """
     view = PodView.of(pod)
     if a.MODEL_ANNOTATION not in view.annotations:
@@ -117,6 +126,8 @@ def decide(pod: JsonObject, *, settings: Settings, claim_for: Callable[[], str] 
     if opted_out_by is None:
         claim = claim_for() if claim_for is not None else settings.pvc_name
     patch, env_warnings = _build_patch(view, request, targets=targets, claim=claim, settings=settings)
+    if claim is not None and model_ready is not None and _gated(view, request, settings, model_ready):
+        patch += _append("/spec/schedulingGates", view.spec.get("schedulingGates"), [{"name": w.SCHEDULING_GATE}])
     if opted_out_by is not None:
         warnings += (
             f"modelcache: {w.OPT_OUT_ENV} is set in container {opted_out_by}: the model goes to pod-local storage",
@@ -127,6 +138,19 @@ def decide(pod: JsonObject, *, settings: Settings, claim_for: Callable[[], str] 
         warnings=request.warnings + warnings + env_warnings,
         key=request.key,
     )
+
+
+def _gated(view: PodView, request: ModelRequest, settings: Settings, model_ready: Callable[[str], bool]) -> bool:
+    """Whether the pod waits unscheduled: it asks to (or the default says so), and its model is not Ready.
+
+    A pod bound to a node already (spec.nodeName) cannot take a gate; nor is a pod gated twice."""
+    wants = settings.wait_for_model if request.wait is None else request.wait
+    if not wants or view.spec.get("nodeName"):
+        return False
+    gates = view.spec.get("schedulingGates") or []
+    if any(isinstance(g, dict) and g.get("name") == w.SCHEDULING_GATE for g in gates):
+        return False
+    return not model_ready(request.key)
 
 
 def read_request(annotations: dict[str, str], *, settings: Settings) -> ModelRequest:
@@ -167,6 +191,9 @@ def _read_request_cached(ours: tuple[tuple[str, str], ...], settings: Settings) 
     refresh = False
     if a.REFRESH_ANNOTATION in annotations:
         refresh = bool(attempt(a.parse_flag, annotations[a.REFRESH_ANNOTATION], annotation=a.REFRESH_ANNOTATION))
+    wait = None
+    if a.WAIT_ANNOTATION in annotations:
+        wait = attempt(a.parse_flag, annotations[a.WAIT_ANNOTATION], annotation=a.WAIT_ANNOTATION)
     resources = _resources(annotations, settings, problems)
     if problems or source is None:
         raise DenialError("modelcache: " + " ".join(problems))
@@ -180,6 +207,7 @@ def _read_request_cached(ours: tuple[tuple[str, str], ...], settings: Settings) 
         resources=resources,
         warnings=_annotation_warnings(annotations, source),
         refresh=refresh,
+        wait=wait,
     )
 
 

@@ -1,6 +1,7 @@
-"""The controller's volume status and the cache PVCs, kept current in memory by list + watch.
+"""The controller's volume status, the cache PVCs and the CachedModels, kept current in memory by list + watch.
 
-Informers for one ConfigMap and for the PVCs that carry the cache's claim name, on the aiohttp client
+Informers for one ConfigMap, for the PVCs that carry the cache's claim name, and for the CachedModel
+objects (which say where each model is Ready, for the scheduling gate), on the aiohttp client
 the webhook already has (a Kubernetes client library would double the webhook's memory). The admission
 hot path only reads what they hold; it never waits on the API. Credentials are the pod's service
 account (the token file is re-read on every request, since projected tokens rotate), or given in
@@ -23,6 +24,7 @@ from typing import Any
 
 import aiohttp
 
+from modelcache.contract import cachedmodel
 from modelcache.contract.volumes import STATUS_KEY, VolumeDeniedError, VolumeStatus, unusable_claim
 from webhook.config import Settings
 from webhook.errors import DenialError
@@ -68,6 +70,8 @@ class VolumeStatusWatcher:
         self.claims: dict[str, ClaimView] = {}  # namespace -> its PVC named claims_of
         self.claims_of = ""  # the claim name the PVC view lists ("" until its first list)
         self.claims_problem = "the webhook is still listing them"
+        # model key -> the cache volumes ("namespace/pvc") where it is Ready, from the CachedModel objects
+        self.ready_in: dict[str, frozenset[str]] = {}
         self._status_changed = asyncio.Event()
 
     def claim_for(self, namespace: str) -> str:
@@ -106,8 +110,55 @@ class VolumeStatusWatcher:
             raise DenialError(f"modelcache: no usable cache volume in namespace {namespace}: {problem}") from missing
         return status.claim  # Bound, or being bound: the pod waits for it as for a pending PVC
 
+    def model_ready(self, namespace: str, key: str) -> bool:
+        """Whether the model is Ready in the cache volume of `namespace` (False when not known)."""
+        status = self.status
+        if status is None:
+            return False
+        home = status.controller_namespace if status.mode == "clone" else namespace
+        return cachedmodel.volume_id(home, status.claim) in self.ready_in.get(key, frozenset())
+
     async def run(self) -> None:
-        await asyncio.gather(self._follow(self._status_feed()), self._follow(self._claims_feed()))
+        feeds = (self._status_feed(), self._claims_feed(), self._models_feed())
+        await asyncio.gather(*(self._follow(feed) for feed in feeds))
+
+    def _models_feed(self) -> _Feed:
+        """Every CachedModel: which volumes hold each model Ready. Without the CRD, every wait is for a
+        fetch Job (the controller removes the gate when it succeeds)."""
+        names: dict[str, str] = {}  # object name -> model key, to forget a deleted object's key
+
+        def ready_volumes(obj: dict[str, Any]) -> tuple[str, frozenset[str]]:
+            status = obj.get("status") or {}
+            entries = [e for e in status.get("caches") or [] if isinstance(e, dict) and e.get("phase") == "Ready"]
+            return str(status.get("key") or ""), frozenset(str(e.get("volume")) for e in entries)
+
+        def reset(items: list[dict[str, Any]]) -> None:
+            names.clear()  # a fresh list replaces everything
+            fresh: dict[str, frozenset[str]] = {}
+            for obj in items:
+                key, volumes = ready_volumes(obj)
+                if key:
+                    fresh[key] = volumes
+                    names[str(obj["metadata"]["name"])] = key
+            self.ready_in = fresh
+
+        def apply(kind: str, obj: dict[str, Any]) -> None:
+            name = str(obj.get("metadata", {}).get("name", ""))
+            key, volumes = ready_volumes(obj)
+            old = names.pop(name, "")
+            if old:
+                self.ready_in = {k: v for k, v in self.ready_in.items() if k != old}
+            if kind != "DELETED" and key:
+                names[name] = key
+                self.ready_in = {**self.ready_in, key: volumes}
+
+        return _Feed(
+            what="CachedModels",
+            path=f"/apis/{cachedmodel.API_VERSION}/{cachedmodel.PLURAL}",
+            selector=lambda: "",
+            reset=reset,
+            apply=apply,
+        )
 
     async def _follow(self, feed: _Feed) -> None:
         """List, then watch from that version, for as long as the app runs; back off on errors."""

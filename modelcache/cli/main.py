@@ -207,7 +207,8 @@ def cmd_prefetch(args: argparse.Namespace, out: TextIO) -> int:
     except ContractError as err:
         raise UsageError(str(err)) from err
     if args.job or args.apply:
-        from modelcache.cli.jobs import create_job, prefetch_job
+        from modelcache.cli.jobs import create_job
+        from modelcache.contract.prefetch import prefetch_job
 
         job = prefetch_job(
             source, namespace=args.namespace, image=args.image, include=include, secret=args.secret, refresh=refresh

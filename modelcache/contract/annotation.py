@@ -31,6 +31,10 @@ MEMORY_LIMIT_ANNOTATION = "modelcache.io/fetcher-memory-limit"
 # For prefetch Jobs (`modelcache refresh --job`): the fetcher re-resolves a branch or tag to its newest
 # commit even when the model is ready. Not for Deployments: every pod start would ask the source.
 REFRESH_ANNOTATION = "modelcache.io/refresh"
+# "true": the pod is not scheduled until its model is Ready in its namespace's cache (a scheduling gate
+# that the controller removes), so it holds no node, and no GPU, while the model downloads; "false":
+# never gated, whatever the cluster default (MODELCACHE_WAIT_FOR_MODEL) says.
+WAIT_ANNOTATION = "modelcache.io/wait-for-model"
 KNOWN_ANNOTATIONS = frozenset(
     {
         MODEL_ANNOTATION,
@@ -43,6 +47,7 @@ KNOWN_ANNOTATIONS = frozenset(
         MEMORY_REQUEST_ANNOTATION,
         MEMORY_LIMIT_ANNOTATION,
         REFRESH_ANNOTATION,
+        WAIT_ANNOTATION,
     }
 )
 

@@ -32,6 +32,9 @@ NO_TOKEN_VOLUME_NAME = "modelcache-no-token"  # noqa: S105 (a volume name)
 SERVICE_ACCOUNT_TOKEN_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"  # noqa: S105 (a path)
 # The label the webhook puts on injected pods, so that "which pods use this model" is one selector.
 MODEL_KEY_LABEL = "modelcache.io/model-key"
+# The scheduling gate of a pod that waits for its model (modelcache.io/wait-for-model); the controller
+# removes it once the model is Ready in the pod's namespace's cache.
+SCHEDULING_GATE = "modelcache.io/model"
 TERMINATION_LOG_PATH = "/dev/termination-log"
 
 # --- env of the app containers ------------------------------------------------------------------------

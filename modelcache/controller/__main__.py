@@ -23,6 +23,7 @@ from modelcache.contract.volumes import NamespaceVolume
 from modelcache.controller import kube
 from modelcache.controller.config import ControllerSettings, help_text
 from modelcache.controller.volumes import plan_volumes
+from modelcache.controller.waiting import Waiting
 from modelcache.runtime import httpd
 from modelcache.runtime.kube import API_ERRORS, ApiError, Kube, connect
 from modelcache.runtime.leader import LeaderElector, LeaderLoop
@@ -51,6 +52,7 @@ class Controller:
             identity=settings.identity,
             timings=settings.lease_timings,
         )
+        self.waiting = Waiting(api, settings)
         self.wake = threading.Event()
         self.alive_at = time.monotonic()
         self._next_volumes = self._next_certificates = datetime.min.replace(tzinfo=UTC)
@@ -91,6 +93,11 @@ class Controller:
             except API_ERRORS as err:
                 log.error("volumes: %s; retrying in %d s", err, RETRY_AFTER_ERROR)
                 self._next_volumes = now + timedelta(seconds=RETRY_AFTER_ERROR)
+        if self.settings.model_waits and self.elector.is_leader:
+            try:
+                self.waiting.reconcile()
+            except API_ERRORS as err:
+                log.error("pods that wait for their model: %s; trying again at the next pass", err)
 
     def reconcile_volumes(self, now: datetime) -> None:
         plan = plan_volumes(kube.observe_volumes(self.api, self.settings), self.settings, now=now)

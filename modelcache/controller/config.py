@@ -55,6 +55,9 @@ class ControllerSettings:
     tls_secret: str = "modelcache-webhook-tls"  # noqa: S105 (a Secret's name)
     ca_secret: str = "modelcache-ca"  # noqa: S105 (a Secret's name)
     certificate_check_every: timedelta = timedelta(minutes=5)
+    # Pods that wait for their model: lift the scheduling gate once it is Ready, start a fetch Job for
+    # gated pods, and tell waiting pods (gated or in Init) why, as Events (modelcache/controller/waiting.py).
+    model_waits: bool = True
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -105,6 +108,7 @@ _READERS: dict[str, Reader[Any]] = {
     "tls_secret": read_name(DNS_SUBDOMAIN, "a Secret name", limit=253),
     "ca_secret": read_name(DNS_SUBDOMAIN, "a Secret name", limit=253),
     "certificate_check_every": read_duration(),
+    "model_waits": read_boolean,
     "log_format": read_choice(*FORMATS),
     "log_level": read_choice(*LEVELS),
 }
@@ -129,6 +133,7 @@ MEANINGS = {
     "tls_secret": "Secret with the serving pair (mounted by the webhook)",
     "ca_secret": "Secret with the CA key (read by the controller only)",
     "certificate_check_every": "how often certificates are checked for renewal",
+    "model_waits": "lift the gate of pods whose model is ready, fetch for gated pods, Events on waiting pods",
     "log_format": "text or json (one object per line)",
     "log_level": "DEBUG, INFO, WARNING or ERROR",
 }

@@ -24,8 +24,8 @@ from modelcache.cache.layout import CacheLayout
 from modelcache.cache.markers import read_marker
 from modelcache.cache.outcomes import read_outcomes
 from modelcache.cli import progress
-from modelcache.cli.jobs import prefetch_job
 from modelcache.contract import keys, sources, wire
+from modelcache.contract.prefetch import prefetch_job
 from tests.helpers import age_use, modelcache, populate, start_model_pod, write_kubeconfig
 from webhook.config import Settings
 from webhook.injection import decide

@@ -1,0 +1,348 @@
+"""Pods that wait for their model: the scheduling gate lifted once it is Ready, a fetch started, and Events.
+
+The webhook gives a pod that waits for its model (modelcache.io/wait-for-model, or the cluster
+default) the scheduling gate ``modelcache.io/model`` when the model is not Ready in its namespace's
+cache. Such a pod is not scheduled, so it holds no node and no GPU; it also runs no init container,
+so something else must fetch the model. At every pass, for the pending pods with the model label:
+
+- **gated pods**, by namespace and model: Ready in that namespace's cache (its CachedModel entry,
+  kept by the cache agent, or the fetch Job below succeeded) lifts the gate of every one of them; else
+  a fetch Job is made in that namespace if there is none (a prefetch Job: its pod asks for the model
+  through the annotation, so the webhook injects the same fetcher, PVC, Secret keys and settings as
+  for the serving pods, and never gates it), and the pods get an Event saying what they wait for;
+- **pods in Init** (their fetcher waits for another pod's download, or downloads): an Event with the
+  model's phase, progress and holder, so ``kubectl describe pod`` says why the pod is not running yet.
+
+A model that fails (the Job gave up, or its CachedModel entry says Failed) leaves its pods gated with
+a Warning Event that carries the fetcher's own message and says how to try again. Events repeat at
+most every EVENT_EVERY seconds per pod and reason unless their message changes (no more often than
+EVENT_MIN_GAP then); a repeat raises the Event's count, as the kubelet's do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from modelcache.contract import JsonObject, cachedmodel
+from modelcache.contract.annotation import INCLUDE_ANNOTATION, MODEL_ANNOTATION, SECRET_ANNOTATION
+from modelcache.contract.wire import FETCHER_CONTAINER_NAME, MODEL_KEY_LABEL, SCHEDULING_GATE
+from modelcache.controller.config import ControllerSettings
+from modelcache.controller.volumes import MANAGED_BY
+from modelcache.runtime.kube import ApiError, Kube, path
+
+log = logging.getLogger("controller")
+EVENT_EVERY = 120.0  # seconds: an unchanged Event is repeated (count + 1) this often at most
+EVENT_MIN_GAP = 30.0  # seconds: a changed message (progress) is sent no more often than this
+COMPONENT = "modelcache-controller"
+WAIT_COMPONENT_LABEL = {"app.kubernetes.io/component": "model-wait"}
+
+
+@dataclass(slots=True)
+class WaitReport:
+    ungated: list[str] = field(default_factory=list)  # namespace/pod
+    jobs_created: list[str] = field(default_factory=list)  # namespace/job
+    events: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ModelState:
+    """A model as one namespace's cache sees it."""
+
+    phase: str  # Pending, Downloading, Ready, Failed
+    text: str  # for people: where, how far, who, or why it failed
+
+
+class EventMemory:
+    """What was last said to each pod, for the rate limit (kept across passes, lost on restart)."""
+
+    def __init__(self) -> None:
+        self.said: dict[tuple[str, str], tuple[float, str]] = {}
+
+    def due(self, uid: str, reason: str, message: str, now: float) -> bool:
+        last = self.said.get((uid, reason))
+        if last is None:
+            return True
+        at, before = last
+        return now - at >= (EVENT_MIN_GAP if message != before else EVENT_EVERY)
+
+    def remember(self, uid: str, reason: str, message: str, now: float) -> None:
+        self.said[uid, reason] = (now, message)
+
+    def forget_except(self, uids: set[str]) -> None:
+        self.said = {k: v for k, v in self.said.items() if k[0] in uids}
+
+
+def volume_for(settings: ControllerSettings, namespace: str) -> str:
+    """The cache volume a namespace's pods mount, as CachedModel entries name it."""
+    home = settings.namespace if settings.volume_mode == "clone" else namespace
+    return cachedmodel.volume_id(home, settings.claim_name)
+
+
+def job_name(key: str) -> str:
+    return "modelcache-wait-" + hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+def is_gated(pod: JsonObject) -> bool:
+    gates = (pod.get("spec") or {}).get("schedulingGates") or []
+    return any(isinstance(g, dict) and g.get("name") == SCHEDULING_GATE for g in gates)
+
+
+def fetcher_waiting(pod: JsonObject) -> bool:
+    """Bound and in Init: its fetcher has not finished (it downloads, or waits for another pod's download)."""
+    statuses = (pod.get("status") or {}).get("initContainerStatuses") or []
+    for status in statuses:
+        if status.get("name") == FETCHER_CONTAINER_NAME:
+            return not status.get("ready") and "terminated" not in (status.get("state") or {})
+    return False
+
+
+def state_of(model: JsonObject | None, volume: str, job: JsonObject | None, job_failure: str) -> ModelState:
+    """Ready, Failed, Downloading or Pending in this volume: the fetch Job first (it is the freshest), then
+    the CachedModel entry the cache agent keeps."""
+    if job is not None and _job_condition(job, "Complete"):
+        return ModelState("Ready", f"ready in cache {volume} (the fetch Job {job['metadata']['name']} succeeded)")
+    if job is not None and _job_condition(job, "Failed"):
+        name = job["metadata"]["name"]
+        why = job_failure or "see its pods' logs"
+        return ModelState(
+            "Failed",
+            f"the fetch Job {name} failed: {why}. Fix the cause, then delete job/{name}: the next pass starts another",
+        )
+    entry = _entry(model, volume)
+    if entry is None:
+        return ModelState("Pending", f"not in cache {volume} yet; a fetch Job downloads it")
+    phase = str(entry.get("phase") or "Pending")
+    message = str(entry.get("message") or "")
+    if phase == "Ready":
+        return ModelState("Ready", f"ready in cache {volume}")
+    if phase == "Downloading":
+        return ModelState("Downloading", f"downloading into cache {volume}: {message}")
+    return ModelState(
+        phase, f"{phase.lower()} in cache {volume}: {message}" if message else f"{phase.lower()} in cache {volume}"
+    )
+
+
+def _job_condition(job: JsonObject, kind: str) -> bool:
+    conditions = (job.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == kind and c.get("status") == "True" for c in conditions)
+
+
+def _entry(model: JsonObject | None, volume: str) -> JsonObject | None:
+    caches = ((model or {}).get("status") or {}).get("caches") or []
+    return next((e for e in caches if isinstance(e, dict) and e.get("volume") == volume), None)
+
+
+class Waiting:
+    """One pass over the pods that wait for a model (the controller's leader runs it)."""
+
+    def __init__(self, api: Kube, settings: ControllerSettings, memory: EventMemory | None = None) -> None:
+        self.api, self.settings = api, settings
+        self.memory = memory or EventMemory()
+
+    def reconcile(self, now: float | None = None) -> WaitReport:
+        now = time.time() if now is None else now
+        report = WaitReport()
+        params = {"labelSelector": MODEL_KEY_LABEL, "fieldSelector": "status.phase=Pending"}
+        pods = self.api.get(path("v1", "pods"), params=params).get("items", [])
+        gated = [p for p in pods if is_gated(p)]
+        initing = [p for p in pods if not is_gated(p) and fetcher_waiting(p)]
+        self.memory.forget_except({str(p["metadata"].get("uid")) for p in pods})
+        if not gated and not initing:
+            return report
+        models = self._models()
+        jobs = self._jobs()
+        groups: dict[tuple[str, str], list[JsonObject]] = defaultdict(list)
+        for pod in gated:
+            groups[pod["metadata"]["namespace"], pod["metadata"]["labels"][MODEL_KEY_LABEL]].append(pod)
+        for (namespace, key), members in sorted(groups.items()):
+            self._gated(namespace, key, members, models.get(key), jobs.get((namespace, key)), now, report)
+        for pod in initing:
+            namespace, key = pod["metadata"]["namespace"], pod["metadata"]["labels"][MODEL_KEY_LABEL]
+            state = state_of(models.get(key), volume_for(self.settings, namespace), None, "")
+            source = (pod["metadata"].get("annotations") or {}).get(MODEL_ANNOTATION, key)
+            self._event(pod, "WaitingForModel", "Normal", f"waiting for model {source}: {state.text}", now, report)
+        return report
+
+    def _gated(
+        self,
+        namespace: str,
+        key: str,
+        pods: list[JsonObject],
+        model: JsonObject | None,
+        job: JsonObject | None,
+        now: float,
+        report: WaitReport,
+    ) -> None:
+        failure = self._job_failure(job) if job is not None and _job_condition(job, "Failed") else ""
+        state = state_of(model, volume_for(self.settings, namespace), job, failure)
+        source = (pods[0]["metadata"].get("annotations") or {}).get(MODEL_ANNOTATION, key)
+        if state.phase == "Ready":
+            for pod in pods:
+                if self._ungate(pod):
+                    report.ungated.append(f"{namespace}/{pod['metadata']['name']}")
+                    self._event(pod, "ModelReady", "Normal", f"model {source} is {state.text}: scheduling", now, report)
+            return
+        if job is None and state.phase != "Failed":
+            self._create_job(pods[0], key, report)
+        kind, reason = ("Warning", "ModelFailed") if state.phase == "Failed" else ("Normal", "WaitingForModel")
+        text = f"not scheduled until model {source} is ready: {state.text}"
+        for pod in pods:
+            self._event(pod, reason, kind, text, now, report)
+
+    # --- the API --------------------------------------------------------------------------------------
+    def _models(self) -> dict[str, JsonObject]:
+        try:
+            listed = self.api.get(path(cachedmodel.API_VERSION, cachedmodel.PLURAL)).get("items", [])
+        except ApiError as err:
+            if err.status != 404:
+                raise
+            return {}  # no CRD: the fetch Jobs alone say when a model is ready
+        return {str(o["status"]["key"]): o for o in listed if (o.get("status") or {}).get("key")}
+
+    def _jobs(self) -> dict[tuple[str, str], JsonObject]:
+        selector = ",".join(f"{k}={v}" for k, v in {**MANAGED_BY, **WAIT_COMPONENT_LABEL}.items())
+        listed = self.api.get(path("batch/v1", "jobs"), params={"labelSelector": selector}).get("items", [])
+        found = {}
+        for job in listed:
+            key = (job["metadata"].get("labels") or {}).get(MODEL_KEY_LABEL)
+            if key:
+                found[job["metadata"]["namespace"], key] = job
+        return found
+
+    def _job_failure(self, job: JsonObject) -> str:
+        """The fetcher's termination message from the Job's newest failed pod ("" if none says)."""
+        namespace, name = job["metadata"]["namespace"], job["metadata"]["name"]
+        params = {"labelSelector": f"job-name={name}"}
+        pods = self.api.get(path("v1", "pods", namespace=namespace), params=params).get("items", [])
+        for pod in sorted(pods, key=lambda p: str(p["metadata"].get("creationTimestamp", "")), reverse=True):
+            for status in (pod.get("status") or {}).get("initContainerStatuses") or []:
+                state = status.get("state") or {}
+                terminated = state.get("terminated") or (status.get("lastState") or {}).get("terminated") or {}
+                if status.get("name") == FETCHER_CONTAINER_NAME and terminated.get("message"):
+                    return str(terminated["message"]).strip()[:1024]
+        return ""
+
+    def _ungate(self, pod: JsonObject) -> bool:
+        """Remove our gate (a JSON Patch that tests the gates first: a concurrent change makes it fail)."""
+        metadata = pod["metadata"]
+        gates = pod["spec"]["schedulingGates"]
+        remaining = [g for g in gates if g.get("name") != SCHEDULING_GATE]
+        ops: list[JsonObject] = [{"op": "test", "path": "/spec/schedulingGates", "value": gates}]
+        ops.append(
+            {"op": "replace", "path": "/spec/schedulingGates", "value": remaining}
+            if remaining
+            else {"op": "remove", "path": "/spec/schedulingGates"}
+        )
+        try:
+            self.api.patch(path("v1", "pods", metadata["name"], namespace=metadata["namespace"]), ops, kind="json")
+        except ApiError as err:
+            if err.status in (404, 409, 422):
+                return False  # gone, or changed meanwhile: the next pass sees it again
+            raise
+        log.info("lifted the scheduling gate of pod %s/%s: its model is ready", metadata["namespace"], metadata["name"])
+        return True
+
+    def _create_job(self, pod: JsonObject, key: str, report: WaitReport) -> None:
+        from modelcache.contract.errors import ContractError
+        from modelcache.contract.prefetch import prefetch_job
+        from modelcache.contract.sources import parse_source
+
+        annotations = pod["metadata"].get("annotations") or {}
+        image = next(
+            (
+                c.get("image")
+                for c in pod["spec"].get("initContainers") or []
+                if c.get("name") == FETCHER_CONTAINER_NAME
+            ),
+            None,
+        )
+        try:
+            source = parse_source(annotations[MODEL_ANNOTATION], allow_http=True)
+        except (ContractError, KeyError):
+            return  # the webhook admitted it, so this does not happen; nothing to fetch without a source
+        include = tuple(p for p in annotations.get(INCLUDE_ANNOTATION, "").split(",") if p)
+        labels = {**MANAGED_BY, **WAIT_COMPONENT_LABEL, MODEL_KEY_LABEL: key}
+        job = prefetch_job(
+            source,
+            namespace=pod["metadata"]["namespace"],
+            image=str(image or ""),
+            include=include,
+            secret=annotations.get(SECRET_ANNOTATION),
+            labels=labels,
+            name=job_name(key),
+        )
+        job["spec"]["ttlSecondsAfterFinished"] = 3600
+        namespace = job["metadata"]["namespace"]
+        try:
+            self.api.create(path("batch/v1", "jobs", namespace=namespace), job)
+        except ApiError as err:
+            if err.status != 409:
+                raise
+            return
+        report.jobs_created.append(f"{namespace}/{job['metadata']['name']}")
+        log.info(
+            "created job %s/%s to fetch %s for the pods that wait for it",
+            namespace,
+            job["metadata"]["name"],
+            source.uri,
+        )
+
+    def _event(self, pod: JsonObject, reason: str, kind: str, message: str, now: float, report: WaitReport) -> None:
+        metadata = pod["metadata"]
+        uid = str(metadata.get("uid", ""))
+        if not self.memory.due(uid, reason, message, now):
+            return
+        try:
+            record_event(self.api, pod, reason=reason, kind=kind, message=message, instance=self.settings.identity)
+        except ApiError as err:
+            log.warning(
+                "could not record the %s Event of pod %s/%s: %s",
+                reason,
+                metadata["namespace"],
+                metadata["name"],
+                err.message,
+            )
+            return
+        self.memory.remember(uid, reason, message, now)
+        report.events += 1
+
+
+def record_event(api: Kube, pod: JsonObject, *, reason: str, kind: str, message: str, instance: str) -> None:
+    """A core/v1 Event on the pod, named by pod and reason: a repeat raises its count (as the kubelet's do)."""
+    metadata = pod["metadata"]
+    namespace, name = metadata["namespace"], metadata["name"]
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    uid = str(metadata.get("uid", ""))
+    event_name = f"{name}.modelcache-{reason.lower()}-{uid[:8]}".rstrip("-")[:253]
+    where = path("v1", "events", namespace=namespace)
+    body = {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": event_name, "namespace": namespace},
+        "involvedObject": {"apiVersion": "v1", "kind": "Pod", "namespace": namespace, "name": name, "uid": uid},
+        "reason": reason,
+        "message": message[:1024],
+        "type": kind,
+        "count": 1,
+        "firstTimestamp": stamp,
+        "lastTimestamp": stamp,
+        "source": {"component": COMPONENT},
+        "reportingComponent": "modelcache.io/controller",
+        "reportingInstance": instance[:128],
+    }
+    try:
+        api.create(where, body)
+    except ApiError as err:
+        if err.status != 409:
+            raise
+        current = api.read(path("v1", "events", event_name, namespace=namespace)) or {}
+        count = int(current.get("count") or 1) + 1
+        api.patch(
+            path("v1", "events", event_name, namespace=namespace),
+            {"count": count, "lastTimestamp": stamp, "message": message[:1024], "type": kind},
+        )
