@@ -17,7 +17,7 @@ import pytest
 
 from devtools.kubeapi import KubeApi
 from devtools.webhook_process import RunningWebhook, run_webhook
-from modelcache.contract import cachedmodel, keys, sources, wire
+from modelcache.contract import annotation, cachedmodel, keys, sources, wire
 from modelcache.contract.annotation import WAIT_ANNOTATION
 from modelcache.controller.__main__ import Controller
 from modelcache.controller.waiting import EVENT_EVERY, Waiting, job_name
@@ -232,3 +232,43 @@ def test_the_webhook_gates_only_what_it_should() -> None:
         gated(typo)
     assert "modelcache.io/wait-for-model" in str(denied.value)
     assert '"true" or "false"' in str(denied.value)
+
+
+def test_a_declared_cachedmodel_is_fetched_into_the_caches_it_names(api: KubeApi, serving: Controller) -> None:
+    api.create(
+        {
+            "apiVersion": cachedmodel.API_VERSION,
+            "kind": "CachedModel",
+            "metadata": {"name": "llama"},
+            "spec": {"source": SOURCE, "include": ["*.json"], "namespaces": ["serving", "team-b"], "secret": "hf"},
+        }
+    )
+    key = keys.model_key(sources.parse_source(SOURCE), ("*.json",))
+    run_pass(serving, datetime.now(UTC))
+    for namespace in ("serving", "team-b"):  # existing mode: each namespace has its own volume
+        job = api.get("Job", job_name(key), namespace)
+        assert job is not None, namespace
+        annotations = job["spec"]["template"]["metadata"]["annotations"]
+        assert annotations[annotation.MODEL_ANNOTATION] == SOURCE
+        assert annotations[annotation.INCLUDE_ANNOTATION] == "*.json"
+        assert annotations[annotation.SECRET_ANNOTATION] == "hf"
+        assert job["spec"]["template"]["spec"]["containers"][0]["image"] == serving.settings.fetcher_image
+    api.delete("Job", job_name(key), "serving")  # finished and collected (ttlSecondsAfterFinished)
+    caches = [{"volume": VOLUME, "phase": "Ready", "updatedAt": "2026-12-01T00:00:00Z", "sizeBytes": 1, "files": 1}]
+    api.set_status("CachedModel", "llama", {"key": key, "phase": "Ready", "caches": caches})
+    run_pass(serving, datetime.now(UTC))
+    assert api.get("Job", job_name(key), "serving") is None  # ready there: nothing to fetch again
+
+
+def test_in_clone_mode_one_job_fills_the_volume_every_namespace_shares(api: KubeApi) -> None:
+    api.create(
+        {
+            "apiVersion": cachedmodel.API_VERSION,
+            "kind": "CachedModel",
+            "metadata": {"name": "llama"},
+            "spec": {"source": SOURCE, "namespaces": ["serving", "team-b"]},
+        }
+    )
+    waiting = Waiting(api.client("controller"), controller(api, volume_mode="clone", storage_class="nfs").settings)
+    assert waiting.reconcile().jobs_created == [f"serving/{job_name(KEY)}"]
+    assert waiting.reconcile().jobs_created == []  # it exists: not twice

@@ -12,6 +12,7 @@ from types import FrameType
 
 from modelcache.agent.config import AgentSettings, help_text
 from modelcache.agent.loop import Agent
+from modelcache.contract.pods import PodRef
 from modelcache.contract.quantities import format_duration
 from modelcache.runtime import httpd
 from modelcache.runtime.logs import configure_logging
@@ -33,18 +34,22 @@ def run(settings: AgentSettings) -> int:
         identity=settings.identity,
         timings=settings.lease_timings,
     )
-    cached_models = None
+    cached_models, declared = None, None
     if settings.cached_models:
-        from modelcache.agent.cachedmodels import CachedModels
+        from modelcache.agent.cachedmodels import CachedModels, declared_users
         from modelcache.contract.cachedmodel import volume_id
 
         cached_models = CachedModels(api, volume=volume_id(settings.namespace, settings.cache_claim))
-    agent = Agent(
-        settings,
-        elector=elector,
-        live_pods=lambda: live_pods_by_key(api, settings.pods_namespace),
-        cached_models=cached_models,
-    )
+        declared = declared_users
+
+    def users() -> dict[str, list[PodRef]]:
+        """Live pods, and the models someone declared as CachedModels: the purge keeps both."""
+        found = live_pods_by_key(api, settings.pods_namespace)
+        for key, refs in (declared(api) if declared is not None else {}).items():
+            found.setdefault(key, []).extend(refs)
+        return found
+
+    agent = Agent(settings, elector=elector, live_pods=users, cached_models=cached_models)
 
     def on_term(signum: int, _: FrameType | None) -> None:
         log.info("signal %d: finishing the current removal, releasing the Lease", signum)

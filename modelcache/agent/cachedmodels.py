@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from modelcache.cache.inventory import CacheEntry
 from modelcache.contract import JsonObject, cachedmodel
+from modelcache.contract.cachedmodel import key_of
 from modelcache.contract.pods import PodRef
 from modelcache.contract.quantities import format_bytes
 from modelcache.contract.wire import MODEL_KEY_LABEL
@@ -157,21 +158,28 @@ def adopted_object(model: CacheEntry) -> JsonObject:
     }
 
 
-def key_of(obj: JsonObject) -> str:
-    """The model key an object stands for: its status says, else its spec (a declared object)."""
-    from modelcache.contract.errors import ContractError
-    from modelcache.contract.keys import model_key
-    from modelcache.contract.sources import parse_source
+def declared_users(api: Kube) -> dict[str, list[PodRef]]:
+    """Model key -> the CachedModel objects someone declared for it, as users the purge must respect.
 
-    status_key = (obj.get("status") or {}).get("key")
-    if status_key:
-        return str(status_key)
-    spec = obj.get("spec") or {}
+    A declared model is kept warm: no purge removes it, whatever its last use, until its object is deleted.
+    They count as users with no pin record, so every version of such a model stays (modelcache.cache.pins).
+    """
+    from modelcache.runtime.kube import ApiError, path
+
     try:
-        source = parse_source(str(spec.get("source", "")), allow_http=True)
-    except ContractError:
-        return ""
-    return model_key(source, tuple(str(p) for p in spec.get("include") or ()))
+        listed = api.get(path(cachedmodel.API_VERSION, cachedmodel.PLURAL)).get("items", [])
+    except ApiError as err:
+        if err.status == 404:
+            return {}  # no CRD: nothing declared
+        raise
+    users: dict[str, list[PodRef]] = {}
+    for obj in listed:
+        if (obj["metadata"].get("labels") or {}).get(cachedmodel.ADOPTED_LABEL) == "true":
+            continue
+        key = key_of(obj)
+        if key:
+            users.setdefault(key, []).append(PodRef("(CachedModel)", obj["metadata"]["name"]))
+    return users
 
 
 class CachedModels:

@@ -206,6 +206,8 @@ def cmd_prefetch(args: argparse.Namespace, out: TextIO) -> int:
         include = parse_include(",".join(args.include)) if args.include else ()
     except ContractError as err:
         raise UsageError(str(err)) from err
+    if args.declare:
+        return _declare(args, source, include, out)
     if args.job or args.apply:
         from modelcache.cli.jobs import create_job
         from modelcache.contract.prefetch import prefetch_job
@@ -226,6 +228,37 @@ def cmd_prefetch(args: argparse.Namespace, out: TextIO) -> int:
         return 0
     layout = _layout(args)
     out.write(_fetch(layout, source.uri, include, refresh=refresh, log_format=args.log_format) + "\n")
+    return 0
+
+
+def _declare(args: argparse.Namespace, source: Any, include: tuple[str, ...], out: TextIO) -> int:
+    """A CachedModel asking for the model in --namespace's cache: printed, or created with --apply."""
+    from modelcache.contract import cachedmodel
+
+    if args.command == "refresh":
+        raise UsageError(
+            "refresh --declare: a CachedModel fetches what is missing; to move a branch, use refresh --job"
+        )
+    obj = cachedmodel.declared(
+        source.uri, model_key(source, include), include=include, namespaces=(args.namespace,), secret=args.secret
+    )
+    if not args.apply:
+        json.dump(obj, out, indent=2)
+        out.write("\n")
+        return 0
+    from modelcache.runtime.kube import ApiError, path
+
+    name = obj["metadata"]["name"]
+    try:
+        _api().create(path(cachedmodel.API_VERSION, cachedmodel.PLURAL), obj)
+    except ApiError as err:
+        if err.status != 409:
+            raise ClusterError(f"cannot create the CachedModel {name}: {err.status} {err.message}") from err
+        out.write(f"cachedmodel/{name} exists already: `kubectl get cachedmodel {name}`\n")
+        return 0
+    except Exception as err:  # the client raises config and HTTP errors of several kinds
+        raise ClusterError(f"cannot create the CachedModel {name} ({type(err).__name__}: {str(err)[:300]})") from err
+    out.write(f"cachedmodel/{name} created: `kubectl wait --for=condition=Ready cachedmodel/{name}`\n")
     return 0
 
 
@@ -508,6 +541,11 @@ def _add_fetch_commands(commands: Any) -> None:
         command.add_argument("--allow-http", action="store_true", help="accept an http:// source")
         command.add_argument("--job", action="store_true", help="print a Kubernetes Job that does it in the cluster")
         command.add_argument("--apply", action="store_true", help="create that Job through the current context")
+        command.add_argument(
+            "--declare",
+            action="store_true",
+            help="print (--apply: create) a CachedModel instead: the controller fetches it into --namespace's cache",
+        )
         command.add_argument("--namespace", default="default", help="the Job's namespace (whose cache PVC it warms)")
         command.add_argument("--image", default=DEFAULT_FETCHER_IMAGE, help="the Job container's image")
         command.add_argument("--secret", help="a Secret with the source's credentials, as modelcache.io/secret")

@@ -78,3 +78,32 @@ def summarize(entries: Sequence[JsonObject]) -> Summary:
         return Summary("Pending", False, "NotInAnyCache", "no cache volume holds this model yet")
     pending = next(e for e in entries if e.get("phase") != "Ready")
     return Summary("Pending", False, "Pending", f"{pending.get('volume')}: {pending.get('message') or 'pending'}")
+
+
+def key_of(obj: JsonObject) -> str:
+    """The model key an object stands for: its status says, else its spec (a declared object)."""
+    from modelcache.contract.errors import ContractError
+    from modelcache.contract.keys import model_key
+    from modelcache.contract.sources import parse_source
+
+    status_key = (obj.get("status") or {}).get("key")
+    if status_key:
+        return str(status_key)
+    spec = obj.get("spec") or {}
+    try:
+        source = parse_source(str(spec.get("source", "")), allow_http=True)
+    except ContractError:
+        return ""
+    return model_key(source, tuple(str(p) for p in spec.get("include") or ()))
+
+
+def declared(
+    source: str, key: str, *, include: tuple[str, ...], namespaces: tuple[str, ...], secret: str | None
+) -> JsonObject:
+    """A CachedModel that asks for the model in the caches of `namespaces` (`modelcache prefetch --declare`).
+
+    Named from the key like the objects the agents make, so the agents and a second declaration meet it."""
+    spec: JsonObject = {"source": source, "include": list(include), "namespaces": list(namespaces)}
+    if secret:
+        spec["secret"] = secret
+    return {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": name_for_key(key)}, "spec": spec}

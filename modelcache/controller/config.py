@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from modelcache.contract.annotation import DNS_LABEL, DNS_SUBDOMAIN
 from modelcache.contract.volumes import VOLUME_MODES, VolumeMode
+from modelcache.contract.wire import DEFAULT_FETCHER_IMAGE
 from modelcache.runtime.logs import FORMATS, LEVELS
 from modelcache.runtime.settings import (
     Reader,
@@ -58,6 +59,9 @@ class ControllerSettings:
     # Pods that wait for their model: lift the scheduling gate once it is Ready, start a fetch Job for
     # gated pods, and tell waiting pods (gated or in Init) why, as Events (modelcache/controller/waiting.py).
     model_waits: bool = True
+    # The image of the fetch Jobs' one container (it only says the model is ready; the webhook injects the
+    # fetcher itself): the fetcher image, which the nodes pull anyway.
+    fetcher_image: str = DEFAULT_FETCHER_IMAGE
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -109,6 +113,7 @@ _READERS: dict[str, Reader[Any]] = {
     "ca_secret": read_name(DNS_SUBDOMAIN, "a Secret name", limit=253),
     "certificate_check_every": read_duration(),
     "model_waits": read_boolean,
+    "fetcher_image": read_text,
     "log_format": read_choice(*FORMATS),
     "log_level": read_choice(*LEVELS),
 }
@@ -134,6 +139,7 @@ MEANINGS = {
     "ca_secret": "Secret with the CA key (read by the controller only)",
     "certificate_check_every": "how often certificates are checked for renewal",
     "model_waits": "lift the gate of pods whose model is ready, fetch for gated pods, Events on waiting pods",
+    "fetcher_image": "the image of the fetch Jobs' container (for gated pods and declared CachedModels)",
     "log_format": "text or json (one object per line)",
     "log_level": "DEBUG, INFO, WARNING or ERROR",
 }

@@ -11,7 +11,9 @@ so something else must fetch the model. At every pass, for the pending pods with
   through the annotation, so the webhook injects the same fetcher, PVC, Secret keys and settings as
   for the serving pods, and never gates it), and the pods get an Event saying what they wait for;
 - **pods in Init** (their fetcher waits for another pod's download, or downloads): an Event with the
-  model's phase, progress and holder, so ``kubectl describe pod`` says why the pod is not running yet.
+  model's phase, progress and holder, so ``kubectl describe pod`` says why the pod is not running yet;
+- **declared CachedModels** (``spec.namespaces``): a fetch Job in each named namespace whose cache
+  volume neither holds the model Ready nor is downloading it, so the model is there before any pod.
 
 A model that fails (the Job gave up, or its CachedModel entry says Failed) leaves its pods gated with
 a Warning Event that carries the fetcher's own message and says how to try again. Events repeat at
@@ -152,10 +154,14 @@ class Waiting:
         gated = [p for p in pods if is_gated(p)]
         initing = [p for p in pods if not is_gated(p) and fetcher_waiting(p)]
         self.memory.forget_except({str(p["metadata"].get("uid")) for p in pods})
-        if not gated and not initing:
+        listed = self._listed_models()
+        models = {key: obj for obj in listed if (key := str((obj.get("status") or {}).get("key") or ""))}
+        declared = [obj for obj in listed if (obj.get("spec") or {}).get("namespaces")]
+        if not gated and not initing and not declared:
             return report
-        models = self._models()
         jobs = self._jobs()
+        for obj in declared:
+            self._prefetch(obj, jobs, report)
         groups: dict[tuple[str, str], list[JsonObject]] = defaultdict(list)
         for pod in gated:
             groups[pod["metadata"]["namespace"], pod["metadata"]["labels"][MODEL_KEY_LABEL]].append(pod)
@@ -195,14 +201,35 @@ class Waiting:
             self._event(pod, reason, kind, text, now, report)
 
     # --- the API --------------------------------------------------------------------------------------
-    def _models(self) -> dict[str, JsonObject]:
+    def _listed_models(self) -> list[JsonObject]:
         try:
-            listed = self.api.get(path(cachedmodel.API_VERSION, cachedmodel.PLURAL)).get("items", [])
+            listed: list[JsonObject] = self.api.get(path(cachedmodel.API_VERSION, cachedmodel.PLURAL)).get("items", [])
         except ApiError as err:
             if err.status != 404:
                 raise
-            return {}  # no CRD: the fetch Jobs alone say when a model is ready
-        return {str(o["status"]["key"]): o for o in listed if (o.get("status") or {}).get("key")}
+            return []  # no CRD: the fetch Jobs alone say when a model is ready
+        return listed
+
+    def _prefetch(self, obj: JsonObject, jobs: dict[tuple[str, str], JsonObject], report: WaitReport) -> None:
+        """A declared CachedModel: a fetch Job for each named namespace's volume that lacks the model."""
+        key = cachedmodel.key_of(obj)
+        spec = obj.get("spec") or {}
+        volumes: set[str] = set()
+        for namespace in spec.get("namespaces") or []:
+            volume = volume_for(self.settings, namespace)
+            if volume in volumes or key == "":
+                continue  # clone mode: every namespace shares one volume, one Job fills it
+            volumes.add(volume)
+            entry = _entry(obj, volume)
+            if (entry or {}).get("phase") in ("Ready", "Downloading") or (namespace, key) in jobs:
+                continue
+            annotations = {MODEL_ANNOTATION: str(spec.get("source", ""))}
+            if spec.get("include"):
+                annotations[INCLUDE_ANNOTATION] = ",".join(spec["include"])
+            if spec.get("secret"):
+                annotations[SECRET_ANNOTATION] = str(spec["secret"])
+            asker = {"metadata": {"namespace": namespace, "annotations": annotations}, "spec": {}}
+            self._create_job(asker, key, report)
 
     def _jobs(self) -> dict[tuple[str, str], JsonObject]:
         selector = ",".join(f"{k}={v}" for k, v in {**MANAGED_BY, **WAIT_COMPONENT_LABEL}.items())
@@ -230,16 +257,9 @@ class Waiting:
     def _ungate(self, pod: JsonObject) -> bool:
         """Remove our gate (a JSON Patch that tests the gates first: a concurrent change makes it fail)."""
         metadata = pod["metadata"]
-        gates = pod["spec"]["schedulingGates"]
-        remaining = [g for g in gates if g.get("name") != SCHEDULING_GATE]
-        ops: list[JsonObject] = [{"op": "test", "path": "/spec/schedulingGates", "value": gates}]
-        ops.append(
-            {"op": "replace", "path": "/spec/schedulingGates", "value": remaining}
-            if remaining
-            else {"op": "remove", "path": "/spec/schedulingGates"}
-        )
         try:
-            self.api.patch(path("v1", "pods", metadata["name"], namespace=metadata["namespace"]), ops, kind="json")
+            where = path("v1", "pods", metadata["name"], namespace=metadata["namespace"])
+            self.api.patch(where, ungate_patch(pod), kind="json")
         except ApiError as err:
             if err.status in (404, 409, 422):
                 return False  # gone, or changed meanwhile: the next pass sees it again
@@ -253,14 +273,7 @@ class Waiting:
         from modelcache.contract.sources import parse_source
 
         annotations = pod["metadata"].get("annotations") or {}
-        image = next(
-            (
-                c.get("image")
-                for c in pod["spec"].get("initContainers") or []
-                if c.get("name") == FETCHER_CONTAINER_NAME
-            ),
-            None,
-        )
+        image = self.settings.fetcher_image
         try:
             source = parse_source(annotations[MODEL_ANNOTATION], allow_http=True)
         except (ContractError, KeyError):
@@ -270,7 +283,7 @@ class Waiting:
         job = prefetch_job(
             source,
             namespace=pod["metadata"]["namespace"],
-            image=str(image or ""),
+            image=image,
             include=include,
             secret=annotations.get(SECRET_ANNOTATION),
             labels=labels,
@@ -310,6 +323,17 @@ class Waiting:
             return
         self.memory.remember(uid, reason, message, now)
         report.events += 1
+
+
+def ungate_patch(pod: JsonObject) -> list[JsonObject]:
+    """The JSON Patch that lifts our gate and nothing else: it tests the gates first, so a concurrent change
+    fails it (manifests/base/controller-pod-updates.yaml refuses any other change by the controller)."""
+    gates = pod["spec"]["schedulingGates"]
+    remaining = [g for g in gates if g.get("name") != SCHEDULING_GATE]
+    ops: list[JsonObject] = [{"op": "test", "path": "/spec/schedulingGates", "value": gates}]
+    if remaining:
+        return [*ops, {"op": "replace", "path": "/spec/schedulingGates", "value": remaining}]
+    return [*ops, {"op": "remove", "path": "/spec/schedulingGates"}]
 
 
 def record_event(api: Kube, pod: JsonObject, *, reason: str, kind: str, message: str, instance: str) -> None:

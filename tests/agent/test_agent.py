@@ -351,3 +351,27 @@ def test_purge_rounds_follow_their_own_schedule_not_the_metrics_scan(
     agent.wait_for("3 rounds", lambda s: value(s, "modelcache_purge_rounds_total", result="ok") >= 3, seconds=40)
     rounds = [json.loads(line) for line in agent.log.read_text().splitlines() if "purge round" in line]
     assert all(f"next in {every} (at " in entry["message"] for entry in rounds)
+
+
+def test_a_model_someone_declared_is_kept_warm_through_every_purge(
+    hub: HubServer, cache: Path, tmp_path: Path, kube: tuple[KubeApi, Path], agents: list[Agent]
+) -> None:
+    api, kubeconfig = kube
+    populate(hub, cache)
+    populate(hub, cache, include=("*.json",))
+    for key in (TINY, JSON_ONLY):
+        age_use(cache, key, days=8)  # both unused for longer than the 1w TTL, no live pod
+    api.create(
+        {
+            "apiVersion": cachedmodel.API_VERSION,
+            "kind": "CachedModel",
+            "metadata": {"name": "tiny-json"},
+            "spec": {"source": "hf://tiny/model", "include": ["*.json"], "namespaces": ["serving"]},
+        }
+    )
+    agent = Agent(cache, kubeconfig, "agent-0", tmp_path)
+    agents.append(agent)
+    agent.wait_for("a purge round", lambda s: value(s, "modelcache_purge_rounds_total", result="ok") == 1)
+    layout = CacheLayout(cache)
+    assert check_ready(layout, JSON_ONLY) is not None  # declared: kept, however long unused
+    assert check_ready(layout, TINY) is None  # nobody declared it, no pod uses it: purged

@@ -441,6 +441,31 @@ def test_prefetch_apply_creates_the_job_once(cache: Path, tmp_path: Path) -> Non
         assert [r for r in api.requests if r[0] == "POST"] == [("POST", "/apis/batch/v1/namespaces/serving/jobs")] * 2
 
 
+def test_prefetch_declare_creates_a_cachedmodel_that_the_agents_and_the_controller_meet(
+    cache: Path, tmp_path: Path
+) -> None:
+    from modelcache.contract import cachedmodel
+
+    printed = modelcache(cache, "prefetch", "hf://tiny/model", "--declare", "--namespace", "serving", "--secret", "hf")
+    assert printed.returncode == 0, printed.stderr
+    obj = json.loads(printed.stdout)
+    assert obj["metadata"]["name"] == cachedmodel.name_for_key(TINY)  # the name the agents would give it
+    assert obj["spec"] == {"source": "hf://tiny/model@main", "include": [], "namespaces": ["serving"], "secret": "hf"}
+    with KubeApi(token="admin") as api:
+        kubeconfig = str(write_kubeconfig(tmp_path / "kubeconfig", api.url, "admin"))
+        args = ("prefetch", "hf://tiny/model", "--declare", "--apply", "--namespace", "serving")
+        first = modelcache(cache, *args, env={"KUBECONFIG": kubeconfig})
+        assert first.returncode == 0, first.stderr
+        assert f"kubectl wait --for=condition=Ready cachedmodel/{cachedmodel.name_for_key(TINY)}" in first.stdout
+        stored = api.get("CachedModel", cachedmodel.name_for_key(TINY))
+        assert stored is not None  # the stand-in checked it against the CRD's schema
+        assert cachedmodel.key_of(stored) == TINY
+        assert "exists already" in modelcache(cache, *args, env={"KUBECONFIG": kubeconfig}).stdout
+    refused = modelcache(cache, "refresh", "hf://tiny/model", "--declare")
+    assert refused.returncode != 0
+    assert "refresh --job" in refused.stderr
+
+
 def test_progress_is_plain_lines_when_not_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(progress, "PLAIN_EVERY", 0.0)
     stream = StringIO()

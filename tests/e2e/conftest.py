@@ -166,6 +166,9 @@ def overlay_for(directory: Path) -> Path:
     name, _, tag = CLUSTER.webhook_image.rpartition(":")
     patch = [{"op": "add", "path": f"/data/{k}", "value": v} for k, v in CLUSTER.webhook_settings().items()]
     patches = [{"target": {"kind": "ConfigMap", "name": "modelcache-webhook-settings"}, "patch": json.dumps(patch)}]
+    image = [{"op": "replace", "path": "/data/MODELCACHE_FETCHER_IMAGE", "value": CLUSTER.fetcher_image}]
+    controller = {"kind": "ConfigMap", "name": "modelcache-controller-settings"}
+    patches.append({"target": controller, "patch": json.dumps(image)})
     if CLUSTER.storage_class and CLUSTER.shared:
         value = [{"op": "add", "path": "/data/MODELCACHE_STORAGE_CLASS", "value": CLUSTER.storage_class}]
         patches.append(

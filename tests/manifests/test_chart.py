@@ -147,7 +147,8 @@ def test_custom_values_reach_the_objects() -> None:
     assert hook["failurePolicy"] == "Fail"
     assert hook["timeoutSeconds"] == 2
     assert "batch-jobs" in hook["namespaceSelector"]["matchExpressions"][0]["values"]
-    binding = one(objects, "ValidatingAdmissionPolicyBinding")["spec"]["matchResources"]["namespaceSelector"]
+    injected = one(objects, "ValidatingAdmissionPolicyBinding", "modelcache-injected")
+    binding = injected["spec"]["matchResources"]["namespaceSelector"]
     assert binding == hook["namespaceSelector"]
     namespace = one(objects, "Namespace")
     assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"

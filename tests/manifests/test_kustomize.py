@@ -71,8 +71,8 @@ def test_the_webhook_configuration_follows_the_admission_rules(rendered: list[Ob
 
 
 def test_the_policy_fails_closed_for_opted_in_pods_only(rendered: list[Object]) -> None:
-    policy = one(rendered, "ValidatingAdmissionPolicy")
-    binding = one(rendered, "ValidatingAdmissionPolicyBinding")
+    policy = one(rendered, "ValidatingAdmissionPolicy", "modelcache-injected")
+    binding = one(rendered, "ValidatingAdmissionPolicyBinding", "modelcache-injected")
     assert policy["spec"]["failurePolicy"] == "Fail"
     assert binding["spec"]["policyName"] == policy["metadata"]["name"]
     assert binding["spec"]["validationActions"] == ["Deny"]
@@ -142,7 +142,8 @@ def test_names_and_settings_match_the_code(rendered: list[Object]) -> None:
     assert mounts["tls"] == parsed.tls_dir
     (hook,) = one(rendered, "MutatingWebhookConfiguration")["webhooks"]
     assert annotation.MODEL_ANNOTATION in hook["matchConditions"][0]["expression"]
-    validation = one(rendered, "ValidatingAdmissionPolicy")["spec"]["validations"][0]["expression"]
+    policy = one(rendered, "ValidatingAdmissionPolicy", "modelcache-injected")
+    validation = policy["spec"]["validations"][0]["expression"]
     assert f"'{wire.FETCHER_CONTAINER_NAME}'" in validation
     assert f"'{wire.CACHE_VOLUME_NAME}'" in validation
 
@@ -197,7 +198,8 @@ def injected(pod: Object) -> bool:
 def test_cel_selects_annotated_pods_and_the_policy_admits_exactly_injected_ones() -> None:
     objects = render("base")
     (hook,) = one(objects, "MutatingWebhookConfiguration")["webhooks"]
-    validation = one(objects, "ValidatingAdmissionPolicy")["spec"]["validations"][0]["expression"]
+    policy = one(objects, "ValidatingAdmissionPolicy", "modelcache-injected")
+    validation = policy["spec"]["validations"][0]["expression"]
     rejected = admitted_after_patch = 0
     for name, pod, after in golden_pods():
         annotations = pod["metadata"].get("annotations", {})
@@ -221,3 +223,57 @@ def test_every_pod_we_run_passes_pod_security_restricted(rendered: list[Object])
     for template in templates:
         for container in template["spec"]["containers"]:
             assert restricted_violations({"spec": template["spec"]}, container) == [], container["name"]
+
+
+def test_the_controller_may_lift_its_scheduling_gate_and_change_nothing_else_in_a_pod(rendered: list[Object]) -> None:
+    from modelcache.controller.waiting import ungate_patch
+
+    namespace = namespace_of(rendered)
+    policy = one(rendered, "ValidatingAdmissionPolicy", "modelcache-controller-lifts-gates-only")["spec"]
+    binding = one(rendered, "ValidatingAdmissionPolicyBinding", "modelcache-controller-lifts-gates-only")["spec"]
+    assert (policy["failurePolicy"], binding["validationActions"]) == ("Fail", ["Deny"])
+    assert "matchResources" not in binding  # every namespace: gated pods are anywhere
+    (condition,) = policy["matchConditions"]
+
+    def by(username: str) -> bool:
+        environment = celpy.Environment()
+        program = environment.program(environment.compile(condition["expression"]))
+        return bool(program.evaluate({"request": json_to_cel({"userInfo": {"username": username}})}))
+
+    assert by(f"system:serviceaccount:{namespace}:modelcache-controller")
+    assert not by("system:serviceaccount:serving:deployer")
+    assert not by("system:node:gpu-1")
+
+    def admitted(old: Object, new: Object) -> bool:
+        results = []
+        for validation in policy["validations"]:
+            environment = celpy.Environment()
+            program = environment.program(environment.compile(validation["expression"]))
+            result = program.evaluate({"object": json_to_cel(new), "oldObject": json_to_cel(old)})
+            assert not isinstance(result, CELEvalError), result
+            results.append(bool(result))
+        return all(results)
+
+    gated = {
+        "metadata": {"name": "llm-0", "namespace": "serving", "labels": {"app": "llm"}},
+        "spec": {
+            "containers": [{"name": "app", "image": "vllm/vllm-openai:v0.11.0"}],
+            "schedulingGates": [{"name": "example.com/quota"}, {"name": wire.SCHEDULING_GATE}],
+        },
+    }
+    lifted = jsonpatch.apply_patch(gated, ungate_patch(gated))
+    assert lifted["spec"]["schedulingGates"] == [{"name": "example.com/quota"}]
+    assert admitted(gated, lifted)  # what the controller sends passes
+    only_ours = {**gated, "spec": {**gated["spec"], "schedulingGates": [{"name": wire.SCHEDULING_GATE}]}}
+    assert admitted(only_ours, jsonpatch.apply_patch(only_ours, ungate_patch(only_ours)))
+    relabelled = json.loads(json.dumps(lifted))
+    relabelled["metadata"]["labels"]["app"] = "other"
+    assert not admitted(gated, relabelled)
+    reimaged = json.loads(json.dumps(lifted))
+    reimaged["spec"]["containers"][0]["image"] = "attacker/image:latest"
+    assert not admitted(gated, reimaged)
+    others_gate = json.loads(json.dumps(gated))
+    others_gate["spec"]["schedulingGates"] = [{"name": wire.SCHEDULING_GATE}]
+    assert not admitted(gated, others_gate)  # someone else's gate is not ours to lift
+    ungated = {**gated, "spec": {"containers": gated["spec"]["containers"]}}
+    assert not admitted(ungated, ungated)  # a pod without our gate: nothing to do for the controller
