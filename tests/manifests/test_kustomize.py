@@ -254,7 +254,7 @@ def test_the_controller_may_lift_its_scheduling_gate_and_change_nothing_else_in_
             results.append(bool(result))
         return all(results)
 
-    gated = {
+    gated: Object = {
         "metadata": {"name": "llm-0", "namespace": "serving", "labels": {"app": "llm"}},
         "spec": {
             "containers": [{"name": "app", "image": "vllm/vllm-openai:v0.11.0"}],
