@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test check lint typecheck imports fmt bench bench-webhook bench-fetch bench-ranges constraints images clean
+.PHONY: demo test check lint typecheck imports fmt bench bench-webhook bench-fetch bench-ranges bench-gates constraints images clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -41,7 +41,7 @@ fmt: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 ## bench: benchmarks that print tables (results go in docs/benchmarks.md)
-bench: bench-webhook bench-fetch bench-ranges
+bench: bench-webhook bench-fetch bench-ranges bench-gates
 
 # KServe's storage initializer, a benchmark peer, brings cloud SDKs: it gets a virtualenv of its own.
 PEERS := .venv-peers/.installed
@@ -73,6 +73,12 @@ bench-ranges: $(STAMP)
 	$(BIN)/python -m bench.ranges
 	$(BIN)/python -m bench.phases
 	$(BIN)/python -m bench.waiters
+
+# Seconds each pod of a Deployment holds a node before its model is ready, with and without the
+# scheduling gate, and the gate check's admission cost (docs/benchmarks.md, issue 15).
+bench-gates: $(STAMP)
+	$(COMPILE)
+	$(BIN)/python -m bench.gates
 
 bench-webhook: $(STAMP)
 	$(COMPILE)

@@ -31,6 +31,7 @@ from webhook.errors import DenialError
 
 log = logging.getLogger(__name__)
 WATCH_SECONDS = 300
+ABSENT_RETRY_SECONDS = 60  # an optional resource the cluster does not serve (the CachedModel CRD not applied)
 _RETRY_SECONDS = (1, 2, 5, 10)
 
 
@@ -158,6 +159,7 @@ class VolumeStatusWatcher:
             selector=lambda: "",
             reset=reset,
             apply=apply,
+            absent_ok=True,
         )
 
     async def _follow(self, feed: _Feed) -> None:
@@ -178,6 +180,13 @@ class VolumeStatusWatcher:
                 delay = _RETRY_SECONDS[min(attempt, len(_RETRY_SECONDS) - 1)]
                 attempt += 1
                 feed.failed(err)
+                if feed.absent_ok and isinstance(err, aiohttp.ClientResponseError) and err.status == 404:
+                    if attempt == 1:
+                        log.info(
+                            "%s: not served by this cluster (%s); looking again every minute", feed.what, feed.path
+                        )
+                    await asyncio.sleep(ABSENT_RETRY_SECONDS)
+                    continue
                 log.warning("%s: %s; retrying in %d s (keeping the last known state)", feed.what, err, delay)
                 await asyncio.sleep(delay)
 
@@ -313,6 +322,7 @@ class _Feed:
     failed: Callable[[Exception], None] = lambda _: None
     ready: Callable[[], bool] = lambda: True
     selector_listed: str = ""
+    absent_ok: bool = False  # a 404 means the resource is not installed: say so once, look again slowly
 
 
 async def _json(response: aiohttp.ClientResponse) -> dict[str, Any]:

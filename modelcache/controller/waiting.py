@@ -103,7 +103,13 @@ def fetcher_waiting(pod: JsonObject) -> bool:
     return False
 
 
-def state_of(model: JsonObject | None, volume: str, job: JsonObject | None, job_failure: str) -> ModelState:
+def state_of(
+    model: JsonObject | None,
+    volume: str,
+    job: JsonObject | None,
+    job_failure: str,
+    unreported: str = "a fetch Job downloads it",
+) -> ModelState:
     """Ready, Failed, Downloading or Pending in this volume: the fetch Job first (it is the freshest), then
     the CachedModel entry the cache agent keeps."""
     if job is not None and _job_condition(job, "Complete"):
@@ -116,8 +122,13 @@ def state_of(model: JsonObject | None, volume: str, job: JsonObject | None, job_
             f"the fetch Job {name} failed: {why}. Fix the cause, then delete job/{name}: the next pass starts another",
         )
     entry = _entry(model, volume)
+    if entry is None and job is not None:
+        namespace, name = job["metadata"]["namespace"], job["metadata"]["name"]
+        return ModelState(
+            "Pending", f"not in cache {volume} yet; `kubectl -n {namespace} describe job/{name}` fetches it"
+        )
     if entry is None:
-        return ModelState("Pending", f"not in cache {volume} yet; a fetch Job downloads it")
+        return ModelState("Pending", f"not in cache {volume} yet ({unreported})")
     phase = str(entry.get("phase") or "Pending")
     message = str(entry.get("message") or "")
     if phase == "Ready":
@@ -169,7 +180,8 @@ class Waiting:
             self._gated(namespace, key, members, models.get(key), jobs.get((namespace, key)), now, report)
         for pod in initing:
             namespace, key = pod["metadata"]["namespace"], pod["metadata"]["labels"][MODEL_KEY_LABEL]
-            state = state_of(models.get(key), volume_for(self.settings, namespace), None, "")
+            unreported = "its fetcher works on it; the cache agent reports its progress at its next scan"
+            state = state_of(models.get(key), volume_for(self.settings, namespace), None, "", unreported)
             source = (pod["metadata"].get("annotations") or {}).get(MODEL_ANNOTATION, key)
             self._event(pod, "WaitingForModel", "Normal", f"waiting for model {source}: {state.text}", now, report)
         return report
