@@ -272,3 +272,21 @@ def test_in_clone_mode_one_job_fills_the_volume_every_namespace_shares(api: Kube
     waiting = Waiting(api.client("controller"), controller(api, volume_mode="clone", storage_class="nfs").settings)
     assert waiting.reconcile().jobs_created == [f"serving/{job_name(KEY)}"]
     assert waiting.reconcile().jobs_created == []  # it exists: not twice
+
+
+def test_a_declared_cachedmodel_whose_source_is_not_one_says_so_on_itself(api: KubeApi, serving: Controller) -> None:
+    api.create(
+        {
+            "apiVersion": cachedmodel.API_VERSION,
+            "kind": "CachedModel",
+            "metadata": {"name": "leaky"},
+            "spec": {"source": "https://user:secret@models.example.com/m.gguf", "namespaces": ["serving"]},
+        }
+    )
+    run_pass(serving, datetime.now(UTC))
+    assert api.list("Job") == []
+    (event,) = [e for e in api.list("Event") if e["involvedObject"]["name"] == "leaky"]
+    assert (event["type"], event["reason"], event["metadata"]["namespace"]) == ("Warning", "InvalidSource", "default")
+    assert event["involvedObject"]["kind"] == "CachedModel"
+    assert "credentials in the URL" in event["message"]
+    assert "secret@" not in event["message"]  # the error never echoes them

@@ -226,6 +226,9 @@ class Waiting:
         """A declared CachedModel: a fetch Job for each named namespace's volume that lacks the model."""
         key = cachedmodel.key_of(obj)
         spec = obj.get("spec") or {}
+        if not key:
+            self._refuse(obj, report)
+            return
         volumes: set[str] = set()
         for namespace in spec.get("namespaces") or []:
             volume = volume_for(self.settings, namespace)
@@ -317,6 +320,22 @@ class Waiting:
             source.uri,
         )
 
+    def _refuse(self, obj: JsonObject, report: WaitReport) -> None:
+        """A declared source that is not one: a Warning on the object (`kubectl describe cachedmodel`)."""
+        from modelcache.contract.errors import ContractError
+        from modelcache.contract.sources import parse_source
+
+        spec = obj.get("spec") or {}
+        try:
+            parse_source(str(spec.get("source", "")), allow_http=True)
+            problem = "its spec.source could not be read"
+        except ContractError as err:
+            problem = str(err)
+        message = (
+            f"nothing is fetched for it: {problem}. Create a CachedModel with a valid spec.source and delete this one"
+        )
+        self._event(obj, "InvalidSource", "Warning", message, time.time(), report)
+
     def _event(self, pod: JsonObject, reason: str, kind: str, message: str, now: float, report: WaitReport) -> None:
         metadata = pod["metadata"]
         uid = str(metadata.get("uid", ""))
@@ -326,9 +345,9 @@ class Waiting:
             record_event(self.api, pod, reason=reason, kind=kind, message=message, instance=self.settings.identity)
         except ApiError as err:
             log.warning(
-                "could not record the %s Event of pod %s/%s: %s",
+                "could not record the %s Event of %s/%s: %s",
                 reason,
-                metadata["namespace"],
+                metadata.get("namespace", "-"),
                 metadata["name"],
                 err.message,
             )
@@ -348,10 +367,13 @@ def ungate_patch(pod: JsonObject) -> list[JsonObject]:
     return [*ops, {"op": "remove", "path": "/spec/schedulingGates"}]
 
 
-def record_event(api: Kube, pod: JsonObject, *, reason: str, kind: str, message: str, instance: str) -> None:
-    """A core/v1 Event on the pod, named by pod and reason: a repeat raises its count (as the kubelet's do)."""
-    metadata = pod["metadata"]
-    namespace, name = metadata["namespace"], metadata["name"]
+def record_event(api: Kube, about: JsonObject, *, reason: str, kind: str, message: str, instance: str) -> None:
+    """A core/v1 Event on a pod (or a CachedModel, whose Events go to `default`, as a Node's do), named by
+    the object and reason: a repeat raises its count, as the kubelet's do."""
+    metadata = about["metadata"]
+    namespace, name = metadata.get("namespace") or "default", metadata["name"]
+    involved = {"apiVersion": about.get("apiVersion", "v1"), "kind": about.get("kind", "Pod"), "name": name}
+    involved |= {"namespace": metadata["namespace"]} if metadata.get("namespace") else {}
     stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     uid = str(metadata.get("uid", ""))
     event_name = f"{name}.modelcache-{reason.lower()}-{uid[:8]}".rstrip("-")[:253]
@@ -360,7 +382,7 @@ def record_event(api: Kube, pod: JsonObject, *, reason: str, kind: str, message:
         "apiVersion": "v1",
         "kind": "Event",
         "metadata": {"name": event_name, "namespace": namespace},
-        "involvedObject": {"apiVersion": "v1", "kind": "Pod", "namespace": namespace, "name": name, "uid": uid},
+        "involvedObject": {**involved, "uid": uid},
         "reason": reason,
         "message": message[:1024],
         "type": kind,
