@@ -147,11 +147,11 @@ class VolumeStatusWatcher:
             name = str(obj.get("metadata", {}).get("name", ""))
             key, volumes = ready_volumes(obj)
             old = names.pop(name, "")
-            if old:
-                self.ready_in = {k: v for k, v in self.ready_in.items() if k != old}
+            if old:  # the admission handlers run on this same event loop: changing it in place is safe
+                self.ready_in.pop(old, None)
             if kind != "DELETED" and key:
                 names[name] = key
-                self.ready_in = {**self.ready_in, key: volumes}
+                self.ready_in[key] = volumes
 
         return _Feed(
             what="CachedModels",

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from modelcache.runtime.kube import Kube
 
 log = logging.getLogger("modelcache.agent")
+DECLARED = "(CachedModel)"  # the namespace of the pseudo-users that stand for declared objects in the purge
 WRITE_ATTEMPTS = 4  # a write that meets a concurrent one is redone on the fresh object this many times
 
 
@@ -178,7 +179,7 @@ def declared_users(api: Kube) -> dict[str, list[PodRef]]:
             continue
         key = key_of(obj)
         if key:
-            users.setdefault(key, []).append(PodRef("(CachedModel)", obj["metadata"]["name"]))
+            users.setdefault(key, []).append(PodRef(DECLARED, obj["metadata"]["name"]))
     return users
 
 
@@ -221,7 +222,7 @@ class CachedModels:
             obj = self._create(model, report)
             if obj is None:
                 return
-        pods = len(live.get(model.key, ()))
+        pods = sum(1 for pod in live.get(model.key, ()) if pod.namespace != DECLARED)  # real pods only
 
         def change(current: JsonObject) -> JsonObject | None:
             before = _entry(current, self.volume)

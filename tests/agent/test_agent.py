@@ -375,3 +375,8 @@ def test_a_model_someone_declared_is_kept_warm_through_every_purge(
     layout = CacheLayout(cache)
     assert check_ready(layout, JSON_ONLY) is not None  # declared: kept, however long unused
     assert check_ready(layout, TINY) is None  # nobody declared it, no pod uses it: purged
+    deadline = time.monotonic() + 30
+    while not (declared := api.get("CachedModel", "tiny-json") or {}).get("status"):
+        assert time.monotonic() < deadline, agent.log.read_text()
+        time.sleep(0.1)
+    assert (declared["status"]["phase"], declared["status"]["pods"]) == ("Ready", 0)  # a declaration is no pod
