@@ -290,3 +290,19 @@ def test_a_declared_cachedmodel_whose_source_is_not_one_says_so_on_itself(api: K
     assert event["involvedObject"]["kind"] == "CachedModel"
     assert "credentials in the URL" in event["message"]
     assert "secret@" not in event["message"]  # the error never echoes them
+
+
+def test_the_example_cachedmodel_is_valid_and_fetched_as_it_says(api: KubeApi, serving: Controller) -> None:
+    import yaml
+
+    from tests.manifests.rendering import ROOT
+
+    example = yaml.safe_load((ROOT / "examples" / "admin" / "cachedmodel.yaml").read_text())
+    api.create(example)  # checked against the CRD's schema and rules
+    run_pass(serving, datetime.now(UTC))
+    key = cachedmodel.key_of(example)
+    job = api.get("Job", job_name(key), "serving")
+    assert job is not None
+    annotations = job["spec"]["template"]["metadata"]["annotations"]
+    assert annotations[annotation.SECRET_ANNOTATION] == "hf-token"
+    assert annotations[annotation.MODEL_ANNOTATION] == example["spec"]["source"]
