@@ -39,7 +39,8 @@ def run(settings: AgentSettings) -> int:
         from modelcache.agent.cachedmodels import CachedModels, declared_users
         from modelcache.contract.cachedmodel import volume_id
 
-        cached_models = CachedModels(api, volume=volume_id(settings.namespace, settings.cache_claim))
+        volume = volume_id(settings.namespace, settings.cache_claim)
+        cached_models = CachedModels(api, volume=volume, mode=settings.volume_mode)
         declared = declared_users
 
     def users() -> dict[str, list[PodRef]]:

@@ -123,10 +123,13 @@ def _without_times(entry: JsonObject) -> JsonObject:
     return data
 
 
-def status_for(key: str, entries: list[JsonObject], before: JsonObject, now: float) -> JsonObject:
-    """The whole status: the entries, and the summary that follows from them."""
+def status_for(
+    key: str, entries: list[JsonObject], before: JsonObject, now: float, expected: frozenset[str] = frozenset()
+) -> JsonObject:
+    """The whole status: the entries, and the summary that follows from them (and from the volumes a
+    declared object expects)."""
     entries = sorted(entries, key=lambda e: str(e["volume"]))
-    summary = cachedmodel.summarize(entries)
+    summary = cachedmodel.summarize(entries, expected)
     ready = [e for e in entries if e.get("phase") == "Ready"]
     status: JsonObject = {"key": key, "phase": summary.phase, "pods": sum(int(e.get("pods", 0)) for e in entries)}
     status["conditions"] = [condition(summary.ready, summary.reason, summary.message, before.get("conditions"), now)]
@@ -186,8 +189,13 @@ def declared_users(api: Kube) -> dict[str, list[PodRef]]:
 class CachedModels:
     """One volume's entries, kept by its agent (the Lease holder: one writer per volume)."""
 
-    def __init__(self, api: Kube, *, volume: str, clock: Any = time.time) -> None:
-        self.api, self.volume, self.clock = api, volume, clock
+    def __init__(self, api: Kube, *, volume: str, mode: str = "existing", clock: Any = time.time) -> None:
+        """`mode`: the cluster's volume mode, which maps the namespaces a declared object names to volumes."""
+        self.api, self.volume, self.mode, self.clock = api, volume, mode, clock
+        self.claim = volume.partition("/")[2]
+
+    def expected(self, obj: JsonObject) -> frozenset[str]:
+        return cachedmodel.declared_volumes(obj, mode=self.mode, claim=self.claim, shared=self.volume)
 
     def sync(self, models: Sequence[CacheEntry], live: Mapping[str, Sequence[PodRef]]) -> SyncReport:
         from modelcache.runtime.kube import path
@@ -230,7 +238,8 @@ class CachedModels:
             if before == entry and (current.get("status") or {}).get("key") == model.key:
                 return None
             others = [e for e in _entries(current) if e.get("volume") != self.volume]
-            return status_for(model.key, [*others, entry], current.get("status") or {}, self.clock())
+            before_status = current.get("status") or {}
+            return status_for(model.key, [*others, entry], before_status, self.clock(), self.expected(current))
 
         if self._write(obj, change):
             report.updated.append(obj["metadata"]["name"])
@@ -276,7 +285,7 @@ class CachedModels:
 
         def change(current: JsonObject) -> JsonObject | None:
             remaining = [e for e in _entries(current) if e.get("volume") != self.volume]
-            return status_for(key, remaining, current.get("status") or {}, self.clock())
+            return status_for(key, remaining, current.get("status") or {}, self.clock(), self.expected(current))
 
         if self._write(obj, change):
             report.updated.append(name)

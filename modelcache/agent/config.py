@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from modelcache.cache.purge import read_watermark
 from modelcache.contract.annotation import DNS_LABEL, DNS_SUBDOMAIN
+from modelcache.contract.volumes import VOLUME_MODES, VolumeMode
 from modelcache.contract.wire import CACHE_ROOT_ENV
 from modelcache.runtime.logs import FORMATS, LEVELS
 from modelcache.runtime.settings import (
@@ -33,6 +34,7 @@ class AgentSettings:
     cache_root: str = ""  # the cache PVC's mount path (required)
     cache_claim: str = "modelcache"  # that PVC's name, in `namespace`: how CachedModel entries name the volume
     cached_models: bool = True  # keep this volume's entries of the CachedModel objects (needs their CRD)
+    volume_mode: VolumeMode = "existing"  # the controller's: how a namespace's pods get their cache volume
     namespace: str = "modelcache-system"  # its own namespace: where its Lease lives
     identity: str = ""  # its name in the Lease (the pod name); the host name when empty
     lease_name: str = "modelcache-cache-agent"
@@ -83,6 +85,7 @@ _READERS: dict[str, Reader[Any]] = {
     "cache_root": read_text,
     "cache_claim": read_name(DNS_SUBDOMAIN, "a PersistentVolumeClaim name", limit=253),
     "cached_models": read_boolean,
+    "volume_mode": read_choice(*VOLUME_MODES),
     "namespace": read_name(DNS_LABEL, "a namespace name", limit=63),
     "identity": read_text,
     "lease_name": read_name(DNS_SUBDOMAIN, "a Lease name", limit=253),
@@ -106,6 +109,7 @@ MEANINGS = {
     "cache_root": "where the cache PVC is mounted (required; /cache in the manifests)",
     "cache_claim": "the name of that PVC (in its own namespace): CachedModel status entries name it namespace/claim",
     "cached_models": "keep a CachedModel object for every model on the volume, and its entry for this volume",
+    "volume_mode": "the controller's MODELCACHE_VOLUME_MODE: maps the namespaces a CachedModel names to volumes",
     "namespace": "its own namespace, where its Lease is (the manifests set it from the pod)",
     "identity": "its name in the Lease, before a unique suffix (the manifests set the pod name)",
     "lease_name": "the Lease: one replica acts at a time",

@@ -62,10 +62,12 @@ class Summary:
     message: str
 
 
-def summarize(entries: Sequence[JsonObject]) -> Summary:
-    """Ready when ready in every cache volume that has an entry; else the most telling phase."""
+def summarize(entries: Sequence[JsonObject], expected: frozenset[str] = frozenset()) -> Summary:
+    """Ready when ready in every cache volume that has an entry, and in every `expected` one (the volumes
+    of the namespaces a declared object names); else the most telling phase."""
     phases = [str(e.get("phase", "Pending")) for e in entries]
-    if entries and all(p == "Ready" for p in phases):
+    missing = sorted(expected - {str(e.get("volume")) for e in entries})
+    if entries and all(p == "Ready" for p in phases) and not missing:
         where = ", ".join(str(e.get("volume")) for e in entries)
         return Summary("Ready", True, "Ready", f"ready in {where}")
     for phase, reason in (("Failed", "FetchFailed"), ("Downloading", "Downloading")):
@@ -76,8 +78,18 @@ def summarize(entries: Sequence[JsonObject]) -> Summary:
             return Summary(phase, False, reason, f"{first.get('volume')}: {text}")  # type: ignore[arg-type]
     if not entries:
         return Summary("Pending", False, "NotInAnyCache", "no cache volume holds this model yet")
+    if missing:
+        return Summary("Pending", False, "Pending", f"not in {', '.join(missing)} yet (its fetch Job is on the way)")
     pending = next(e for e in entries if e.get("phase") != "Ready")
     return Summary("Pending", False, "Pending", f"{pending.get('volume')}: {pending.get('message') or 'pending'}")
+
+
+def declared_volumes(obj: JsonObject, *, mode: str, claim: str, shared: str) -> frozenset[str]:
+    """The volumes of the namespaces a declared object names: `shared` for them all in clone mode."""
+    namespaces = (obj.get("spec") or {}).get("namespaces") or []
+    if mode == "clone":
+        return frozenset({shared}) if namespaces else frozenset()
+    return frozenset(volume_id(str(namespace), claim) for namespace in namespaces)
 
 
 def key_of(obj: JsonObject) -> str:

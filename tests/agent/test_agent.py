@@ -369,7 +369,7 @@ def test_a_model_someone_declared_is_kept_warm_through_every_purge(
             "spec": {"source": "hf://tiny/model", "include": ["*.json"], "namespaces": ["serving"]},
         }
     )
-    agent = Agent(cache, kubeconfig, "agent-0", tmp_path)
+    agent = Agent(cache, kubeconfig, "agent-0", tmp_path, MODELCACHE_VOLUME_MODE="clone")  # as the nfs overlay
     agents.append(agent)
     agent.wait_for("a purge round", lambda s: value(s, "modelcache_purge_rounds_total", result="ok") == 1)
     layout = CacheLayout(cache)

@@ -236,3 +236,41 @@ def _source_is_immutable_and_status_separate(client: Any) -> None:
     with pytest.raises(ApiError) as invalid:
         client.replace(f"{where}/m/status", {**created, "status": {"phase": "Almost"}})
     assert invalid.value.status == 422
+
+
+def test_a_declared_object_is_ready_only_once_every_namespace_it_names_has_it(
+    hub: HubServer, tmp_path: Path, api: KubeApi
+) -> None:
+    api.create(
+        {
+            "apiVersion": cachedmodel.API_VERSION,
+            "kind": "CachedModel",
+            "metadata": {"name": "tiny"},
+            "spec": {"source": "hf://tiny/model", "namespaces": ["team-a", "team-b"]},
+        }
+    )
+    first, second = tmp_path / "a", tmp_path / "b"
+    for directory in (first, second):
+        directory.mkdir()
+        populate(hub, directory)
+    CachedModels(api.client("agent"), volume="team-a/modelcache").sync(list_models(CacheLayout(first)), {})
+    status = api.get("CachedModel", "tiny")["status"]  # type: ignore[index]
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert (status["phase"], ready["status"]) == ("Pending", "False")  # kubectl wait goes on waiting
+    assert "not in team-b/modelcache yet" in ready["message"]
+    CachedModels(api.client("agent"), volume="team-b/modelcache").sync(list_models(CacheLayout(second)), {})
+    status = api.get("CachedModel", "tiny")["status"]  # type: ignore[index]
+    assert status["phase"] == "Ready"
+    # In clone mode every namespace's pods share the agent's one volume: that one is enough.
+    api.create(
+        {
+            "apiVersion": cachedmodel.API_VERSION,
+            "kind": "CachedModel",
+            "metadata": {"name": "tiny-json"},
+            "spec": {"source": "hf://tiny/model", "include": ["*.json"], "namespaces": ["team-a", "team-b"]},
+        }
+    )
+    populate(hub, first, include=("*.json",))
+    shared = CachedModels(api.client("agent"), volume=VOLUME, mode="clone")
+    shared.sync(list_models(CacheLayout(first)), {})
+    assert api.get("CachedModel", "tiny-json")["status"]["phase"] == "Ready"  # type: ignore[index]
