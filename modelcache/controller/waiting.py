@@ -206,7 +206,7 @@ class Waiting:
                     self._event(pod, "ModelReady", "Normal", f"model {source} is {state.text}: scheduling", now, report)
             return
         if job is None and state.phase != "Failed":
-            self._create_job(pods[0], key, report)
+            self._create_job(namespace, pods[0]["metadata"].get("annotations") or {}, key, report)
         kind, reason = ("Warning", "ModelFailed") if state.phase == "Failed" else ("Normal", "WaitingForModel")
         text = f"not scheduled until model {source} is ready: {state.text}"
         for pod in pods:
@@ -243,8 +243,7 @@ class Waiting:
                 annotations[INCLUDE_ANNOTATION] = ",".join(spec["include"])
             if spec.get("secret"):
                 annotations[SECRET_ANNOTATION] = str(spec["secret"])
-            asker = {"metadata": {"namespace": namespace, "annotations": annotations}, "spec": {}}
-            self._create_job(asker, key, report)
+            self._create_job(namespace, annotations, key, report)
 
     def _jobs(self) -> dict[tuple[str, str], JsonObject]:
         selector = ",".join(f"{k}={v}" for k, v in {**MANAGED_BY, **WAIT_COMPONENT_LABEL}.items())
@@ -282,30 +281,29 @@ class Waiting:
         log.info("lifted the scheduling gate of pod %s/%s: its model is ready", metadata["namespace"], metadata["name"])
         return True
 
-    def _create_job(self, pod: JsonObject, key: str, report: WaitReport) -> None:
+    def _create_job(self, namespace: str, annotations: dict[str, str], key: str, report: WaitReport) -> None:
+        """A fetch Job in `namespace` for the model these modelcache.io/* annotations name."""
+        from modelcache.contract.annotation import parse_include
         from modelcache.contract.errors import ContractError
         from modelcache.contract.prefetch import prefetch_job
         from modelcache.contract.sources import parse_source
 
-        annotations = pod["metadata"].get("annotations") or {}
-        image = self.settings.fetcher_image
         try:
             source = parse_source(annotations[MODEL_ANNOTATION], allow_http=True)
+            include = parse_include(annotations[INCLUDE_ANNOTATION]) if INCLUDE_ANNOTATION in annotations else ()
         except (ContractError, KeyError):
             return  # the webhook admitted it, so this does not happen; nothing to fetch without a source
-        include = tuple(p for p in annotations.get(INCLUDE_ANNOTATION, "").split(",") if p)
         labels = {**MANAGED_BY, **WAIT_COMPONENT_LABEL, MODEL_KEY_LABEL: key}
         job = prefetch_job(
             source,
-            namespace=pod["metadata"]["namespace"],
-            image=image,
+            namespace=namespace,
+            image=self.settings.fetcher_image,
             include=include,
             secret=annotations.get(SECRET_ANNOTATION),
             labels=labels,
             name=job_name(key),
         )
         job["spec"]["ttlSecondsAfterFinished"] = 3600
-        namespace = job["metadata"]["namespace"]
         try:
             self.api.create(path("batch/v1", "jobs", namespace=namespace), job)
         except ApiError as err:
