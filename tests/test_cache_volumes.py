@@ -208,3 +208,41 @@ def test_without_its_own_view_of_the_pvcs_the_webhook_says_the_status_is_not_kno
         run_pass(controller(api, volume_mode="existing", claim_name="models-cache"), datetime.now(UTC))
         answer = review_until(running, POD, "team-a", denied_with("not known yet"))
         assert "no PersistentVolumeClaim" not in answer["status"]["message"]
+
+
+def test_node_local_fallback_mounts_the_operators_rwx_pvc_where_there_is_one_and_the_node_cache_elsewhere(
+    api: KubeApi, webhook: RunningWebhook
+) -> None:
+    """A cluster without RWX storage in some namespaces: those get each node's own copy, never a denial."""
+    operator_pvc(api, "shared")
+    api.set_status("PersistentVolumeClaim", "models-cache", {"phase": "Bound"}, namespace="shared", volumeName="nfs")
+    loop = controller(api, volume_mode="existing", claim_name="models-cache", node_local="fallback")
+    run_pass(loop, datetime.now(UTC))
+    assert claim_of(review_until(webhook, POD, "shared", allowed)) == "models-cache"
+    answer = review_until(webhook, POD, "gpu-team", allowed)  # no PVC there, and not reported yet
+    assert claim_of(answer) == "models-cache-node"
+    api.create(
+        {**POD, "metadata": {"name": "llm-0", "namespace": "gpu-team", "labels": {"modelcache.io/model-key": "k"}}}
+    )
+    loop.wake.set()
+    run_pass(loop, datetime.now(UTC))
+    (volume,) = [pv for pv in api.list("PersistentVolume") if pv["spec"]["claimRef"]["namespace"] == "gpu-team"]
+    assert volume["spec"]["hostPath"]["path"] == "/var/lib/modelcache"
+    pvc = api.get("PersistentVolumeClaim", "models-cache-node", namespace="gpu-team")
+    assert pvc is not None
+    assert pvc["spec"]["volumeName"] == volume["metadata"]["name"]
+    status = json.loads(api.get("ConfigMap", "modelcache-volumes", namespace=NS)["data"]["status.json"])  # type: ignore[index]
+    assert status["namespaces"]["gpu-team"] == {"state": "pending", "message": "creating the node-local cache PVC",
+                                                "nodeLocal": True}  # fmt: skip
+
+
+def test_node_local_pods_are_never_gated_and_one_that_asks_to_wait_is_told_why(
+    api: KubeApi, webhook: RunningWebhook
+) -> None:
+    run_pass(controller(api, node_local="always"), datetime.now(UTC))
+    waiting = json.loads(json.dumps(POD))
+    waiting["metadata"]["annotations"]["modelcache.io/wait-for-model"] = "true"
+    answer = review_until(webhook, waiting, "team-a", allowed)
+    assert claim_of(answer) == "modelcache-node"
+    assert all(op["path"] != "/spec/schedulingGates" for op in decode_patch({"response": answer}))
+    assert any("cache is node-local" in text for text in answer.get("warnings", []))

@@ -102,7 +102,7 @@ def decide(
     *,
     settings: Settings,
     claim_for: Callable[[], str] | None = None,
-    model_ready: Callable[[str], bool] | None = None,
+    model_ready: Callable[[str], bool | None] | None = None,
 ) -> Decision:
     """Decide what a pod CREATE gets. Raises DenialError (refuse the pod) or ReviewError (malformed).
 
@@ -111,6 +111,8 @@ def decide(
     It is called only for pods that use the shared cache. `model_ready(key)` says whether the model is
     Ready in that cache (from memory); a pod that waits for its model and finds it not Ready gets the
     scheduling gate. Without it (no volume status), no pod is gated: nothing would remove the gate.
+    None from it: the namespace's cache is node-local, where a model is ready per node and the pod has
+    no node yet, so it is never gated (a pod that asks to wait is told so).
     """
     view = PodView.of(pod)
     if a.MODEL_ANNOTATION not in view.annotations:
@@ -126,8 +128,15 @@ def decide(
     if opted_out_by is None:
         claim = claim_for() if claim_for is not None else settings.pvc_name
     patch, env_warnings = _build_patch(view, request, targets=targets, claim=claim, settings=settings)
-    if claim is not None and model_ready is not None and _gated(view, request, settings, model_ready):
-        patch += _append("/spec/schedulingGates", view.spec.get("schedulingGates"), [{"name": w.SCHEDULING_GATE}])
+    if claim is not None and model_ready is not None:
+        gated = _gated(view, request, settings, model_ready)
+        if gated:
+            patch += _append("/spec/schedulingGates", view.spec.get("schedulingGates"), [{"name": w.SCHEDULING_GATE}])
+        elif gated is None and request.wait:
+            warnings += (
+                f"modelcache: {a.WAIT_ANNOTATION} is ignored: this namespace's cache is node-local (a model is ready "
+                "per node, and the pod has no node yet); the pod is scheduled now and its init container fetches it",
+            )
     if opted_out_by is not None:
         warnings += (
             f"modelcache: {w.OPT_OUT_ENV} is set in container {opted_out_by}: the model goes to pod-local storage",
@@ -140,17 +149,21 @@ def decide(
     )
 
 
-def _gated(view: PodView, request: ModelRequest, settings: Settings, model_ready: Callable[[str], bool]) -> bool:
+def _gated(
+    view: PodView, request: ModelRequest, settings: Settings, model_ready: Callable[[str], bool | None]
+) -> bool | None:
     """Whether the pod waits unscheduled: it asks to (or the default says so), and its model is not Ready.
 
-    A pod bound to a node already (spec.nodeName) cannot take a gate; nor is a pod gated twice."""
+    A pod bound to a node already (spec.nodeName) cannot take a gate; nor is a pod gated twice. None:
+    it would, but readiness cannot be known before scheduling (a node-local cache)."""
     wants = settings.wait_for_model if request.wait is None else request.wait
     if not wants or view.spec.get("nodeName"):
         return False
     gates = view.spec.get("schedulingGates") or []
     if any(isinstance(g, dict) and g.get("name") == w.SCHEDULING_GATE for g in gates):
         return False
-    return not model_ready(request.key)
+    ready = model_ready(request.key)
+    return None if ready is None else not ready
 
 
 def read_request(annotations: dict[str, str], *, settings: Settings) -> ModelRequest:

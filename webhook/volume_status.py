@@ -84,10 +84,14 @@ class VolumeStatusWatcher:
                 f"{self.namespace}/{self.name}) yet, so no cache volume can be promised to namespace {namespace}. "
                 f"Check the modelcache-controller pods in namespace {self.namespace}."
             )
+        unreported = status.mode == "existing" and namespace not in status.namespaces and not status.problem
+        if unreported and status.node_local == "fallback":
+            with contextlib.suppress(DenialError):  # an operator's RWX PVC first; node-local without one
+                return self._seen_claim(status, namespace, VolumeDeniedError("not reported yet"))
         try:
             return status.claim_for(namespace, now=datetime.now(UTC))
         except VolumeDeniedError as err:
-            if status.mode == "existing" and namespace not in status.namespaces and not status.problem:
+            if unreported and status.node_local == "off":
                 return self._seen_claim(status, namespace, err)
             raise DenialError(str(err)) from err
 
@@ -111,11 +115,14 @@ class VolumeStatusWatcher:
             raise DenialError(f"modelcache: no usable cache volume in namespace {namespace}: {problem}") from missing
         return status.claim  # Bound, or being bound: the pod waits for it as for a pending PVC
 
-    def model_ready(self, namespace: str, key: str) -> bool:
-        """Whether the model is Ready in the cache volume of `namespace` (False when not known)."""
+    def model_ready(self, namespace: str, key: str) -> bool | None:
+        """Whether the model is Ready in the cache volume of `namespace` (False when not known); None when
+        that cache is node-local: a model is ready per node, and an unscheduled pod has none."""
         status = self.status
         if status is None:
             return False
+        if status.is_node_local(namespace):
+            return None
         home = status.controller_namespace if status.mode == "clone" else namespace
         return cachedmodel.volume_id(home, status.claim) in self.ready_in.get(key, frozenset())
 

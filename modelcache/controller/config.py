@@ -5,6 +5,7 @@ Durations and sizes use the one grammar of modelcache.runtime.settings (``90s``,
 
 from __future__ import annotations
 
+import posixpath
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -12,7 +13,7 @@ from datetime import timedelta
 from typing import Any, Literal
 
 from modelcache.contract.annotation import DNS_LABEL, DNS_SUBDOMAIN
-from modelcache.contract.volumes import VOLUME_MODES, VolumeMode
+from modelcache.contract.volumes import NODE_CLAIM_SUFFIX, NODE_LOCAL_CHOICES, VOLUME_MODES, NodeLocal, VolumeMode
 from modelcache.contract.wire import DEFAULT_FETCHER_IMAGE
 from modelcache.runtime.logs import FORMATS, LEVELS
 from modelcache.runtime.settings import (
@@ -48,6 +49,11 @@ class ControllerSettings:
     storage_size: str = "100Gi"
     bypass_storage_check: bool = False
     volume_pending_deadline: timedelta = timedelta(minutes=3)
+    # Node-local caches (docs/install.md, "Caches on the nodes' own disks"): off; fallback for the
+    # namespaces the shared volume cannot serve; always for every namespace. Each node keeps its copy in
+    # node_local_path, through a hostPath PersistentVolume per namespace bound to the PVC <claim>-node.
+    node_local: NodeLocal = "off"
+    node_local_path: str = "/var/lib/modelcache"
     resync_every: timedelta = timedelta(seconds=30)
     # Certificates for the webhook (off when cert-manager issues them).
     manage_certificates: bool = True
@@ -75,9 +81,16 @@ class ControllerSettings:
     def lease_timings(self) -> LeaseTimings:
         return LeaseTimings.of(self.lease_duration, self.lease_renew_deadline, self.lease_retry_period)
 
+    @property
+    def node_claim(self) -> str:
+        """The node-local PVC's name in every namespace ("" when node-local caches are off)."""
+        return "" if self.node_local == "off" else self.claim_name + NODE_CLAIM_SUFFIX
+
     def problems(self) -> list[str]:
         """Cross-field checks."""
         problems = self.lease_timings.problems()
+        if self.node_local == "always":
+            return problems  # no shared volume: its StorageClass does not matter
         if self.volume_mode == "provision" and not self.storage_class:
             problems.append(
                 "MODELCACHE_VOLUME_MODE=provision needs MODELCACHE_STORAGE_CLASS: the ReadWriteMany StorageClass "
@@ -90,6 +103,21 @@ class ControllerSettings:
             )
         return problems
 
+
+def read_node_path(value: str) -> str:
+    """A node directory for the hostPath volume: absolute, normalized, not a system directory."""
+    clean = posixpath.normpath(value)
+    if not value.startswith("/") or clean != value.rstrip("/") or ".." in value.split("/"):
+        raise ValueError(f"{value!r} is not a normalized absolute path (such as /var/lib/modelcache)")
+    if clean in _SYSTEM_DIRECTORIES or any(c in value for c in ",:\n\0"):
+        raise ValueError(f"{value!r} is a system directory or has , : or a newline; use a directory of its own")
+    return clean
+
+
+_SYSTEM_DIRECTORIES = frozenset(
+    {"/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/proc", "/root", "/run", "/sbin", "/sys", "/tmp", "/usr"}  # noqa: S108 (refused, not used)
+    | {"/var", "/var/lib", "/var/lib/kubelet", "/var/run", "/var/log"}
+)
 
 _READERS: dict[str, Reader[Any]] = {
     "namespace": read_name(DNS_LABEL, "a namespace name", limit=63),
@@ -105,6 +133,8 @@ _READERS: dict[str, Reader[Any]] = {
     "storage_size": read_storage,
     "bypass_storage_check": read_boolean,
     "volume_pending_deadline": read_duration(),
+    "node_local": read_choice(*NODE_LOCAL_CHOICES),
+    "node_local_path": Reader("text", read_node_path),
     "resync_every": read_duration(),
     "manage_certificates": read_boolean,
     "webhook_configuration": read_name(DNS_SUBDOMAIN, "a MutatingWebhookConfiguration name", limit=253),
@@ -131,6 +161,8 @@ MEANINGS = {
     "storage_size": "size of the PVCs it creates",
     "bypass_storage_check": "clone volume types other than nfs and hostPath; skip the single-node provisioner check",
     "volume_pending_deadline": "a cache PVC Pending for longer is reported as an error, and its namespace denied",
+    "node_local": "off, fallback (for namespaces the shared volume cannot serve) or always: caches on each node's disk",
+    "node_local_path": "the directory on every node that holds its node-local cache (a hostPath volume)",
     "resync_every": "full reconcile and status heartbeat (watches wake it sooner)",
     "manage_certificates": "issue and rotate the webhook's certificates; false with cert-manager",
     "webhook_configuration": "the MutatingWebhookConfiguration whose caBundle it publishes",

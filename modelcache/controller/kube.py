@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from modelcache.contract.volumes import STATUS_CONFIGMAP, STATUS_KEY, VolumeStatus
 from modelcache.contract.wire import MODEL_KEY_LABEL
 from modelcache.controller.config import ControllerSettings
+from modelcache.controller.nodelocal import NODE_LOCAL_NAMESPACE_LABEL
 from modelcache.controller.volumes import CACHE_SOURCE_LABEL, CLONE_NAMESPACE_LABEL, MANAGED_BY, Action, Claim, Observed
 from modelcache.runtime.kube import LIVE_PODS, ApiError, Kube, path
 
@@ -23,10 +24,11 @@ def observe_volumes(api: Kube, settings: ControllerSettings) -> Observed:
     )
     by_namespace = {c.namespace: c for c in (Claim.of(item) for item in claims.get("items", []))}
     storage_class = None
-    if settings.volume_mode != "existing":
+    shared = settings.node_local != "always"
+    if shared and settings.volume_mode != "existing":
         storage_class = api.read(path("storage.k8s.io/v1", "storageclasses", settings.storage_class))
     source_volume, clones, retained = None, {}, []
-    if settings.volume_mode == "clone":
+    if shared and settings.volume_mode == "clone":
         own = by_namespace.get(settings.namespace)
         if own is not None and own.volume_name:
             source_volume = api.read(path("v1", "persistentvolumes", own.volume_name))
@@ -37,8 +39,19 @@ def observe_volumes(api: Kube, settings: ControllerSettings) -> Observed:
         if own is None:  # a new shared PVC is due: find the volume an earlier installation retained
             selector = f"{CACHE_SOURCE_LABEL}={settings.claim_name}"
             retained = api.get(path("v1", "persistentvolumes"), params={"labelSelector": selector}).get("items", [])
+    node_claims, node_volumes = {}, {}
+    if settings.node_local != "off":
+        listed = api.get(
+            path("v1", "persistentvolumeclaims"), params={"fieldSelector": f"metadata.name={settings.node_claim}"}
+        )
+        node_claims = {c.namespace: c for c in (Claim.of(item) for item in listed.get("items", []))}
+        selector = f"{_MANAGED_SELECTOR},{NODE_LOCAL_NAMESPACE_LABEL}"
+        listed = api.get(path("v1", "persistentvolumes"), params={"labelSelector": selector})
+        node_volumes = {item["metadata"]["name"]: item for item in listed.get("items", [])}
     return Observed(
         claims=by_namespace,
+        node_claims=node_claims,
+        node_volumes=node_volumes,
         wanted=frozenset(item["metadata"]["namespace"] for item in pods.get("items", [])),
         storage_class=storage_class,
         source_volume=source_volume,
@@ -97,7 +110,16 @@ def watch_changes(api: Kube, settings: ControllerSettings, *, timeout_seconds: i
             fieldSelector=f"metadata.name={settings.claim_name}",
         )
 
-    return [model_pods, claims]
+    def node_claims() -> Iterator[str]:
+        yield from _events(
+            api,
+            path("v1", "persistentvolumeclaims"),
+            ("ADDED", "MODIFIED", "DELETED"),
+            timeout_seconds,
+            fieldSelector=f"metadata.name={settings.node_claim}",
+        )
+
+    return [model_pods, claims, node_claims] if settings.node_local != "off" else [model_pods, claims]
 
 
 Watcher = Callable[[], Iterator[str]]

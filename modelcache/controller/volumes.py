@@ -9,6 +9,10 @@ pods a PVC named ``claim_name``:
   namespace gets a copy of its PersistentVolume (same NFS export or hostPath, reclaim policy Retain)
   pre-bound to a PVC there, so every namespace sees the same files (MLIS's model).
 
+Beside any of them, node-local caches (``node_local``: modelcache/controller/nodelocal.py says how):
+``fallback`` gives the namespaces the shared volume cannot serve a node-local PVC instead, ``always``
+gives every namespace one.
+
 Nothing here calls the API: :func:`plan_volumes` takes a snapshot and returns actions and the status
 document, so every decision is table-tested.
 """
@@ -23,6 +27,7 @@ from typing import Literal
 from modelcache.contract import JsonObject
 from modelcache.contract.volumes import RWX, NamespaceVolume, VolumeStatus, unusable_claim
 from modelcache.controller.config import ControllerSettings
+from modelcache.controller.nodelocal import node_claim, node_volume, stale_path
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "modelcache-controller"}
 CLONE_OF_ANNOTATION = "modelcache.io/clone-of"
@@ -86,6 +91,8 @@ class Observed:
     source_volume: JsonObject | None = None  # clone: the PV bound to the controller's own PVC
     clones: dict[str, JsonObject] = field(default_factory=dict)  # our PV copies by name
     retained: list[JsonObject] = field(default_factory=list)  # clone: PVs labelled CACHE_SOURCE_LABEL=claim_name
+    node_claims: dict[str, Claim] = field(default_factory=dict)  # namespace -> its node-local PVC
+    node_volumes: dict[str, JsonObject] = field(default_factory=dict)  # our node-local hostPath PVs by name
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,21 +118,21 @@ def plan_volumes(observed: Observed, settings: ControllerSettings, *, now: datet
     """What to create and delete so that every namespace in `observed.wanted` gets a usable cache PVC."""
     actions: list[Action] = []
     problem = ""
-    if settings.volume_mode != "existing":
+    shared = settings.node_local != "always"
+    if shared and settings.volume_mode != "existing":
         problem = _storage_class_problem(observed.storage_class, settings)
-    if settings.volume_mode == "clone" and not problem:
+    if shared and settings.volume_mode == "clone" and not problem:
         problem = _source_problem(observed, settings, actions, now=now)
     namespaces: dict[str, NamespaceVolume] = {}
-    for namespace in sorted((observed.wanted | observed.claims.keys()) - {settings.namespace}):
-        claim = observed.claims.get(namespace)
-        stale = _stale_copy(claim, observed, settings) if claim is not None else ""
-        if stale:
-            namespaces[namespace] = NamespaceVolume("error", stale)
-        elif claim is not None:
-            namespaces[namespace] = _claim_state(claim, settings, now=now)
-        elif settings.volume_mode != "existing" and not problem:
-            actions += _create_for(namespace, observed, settings)
-            namespaces[namespace] = NamespaceVolume("pending", "creating the cache PVC")
+    everyone = observed.wanted | observed.claims.keys() | observed.node_claims.keys()
+    for namespace in sorted(everyone - {settings.namespace}):
+        entry = _shared_state(namespace, observed, settings, problem, actions, now=now) if shared else None
+        if settings.node_local == "always" or (settings.node_local == "fallback" and _falls_back(entry, problem)):
+            entry = _node_local(namespace, observed, settings, actions, now=now) or entry
+        if entry is not None:
+            namespaces[namespace] = entry
+    if settings.node_local != "off":  # the cache agents' PVC: the DaemonSet mounts it on every node
+        _node_local(settings.namespace, observed, settings, actions, now=now)
     actions += _collect_released_clones(observed)
     status = VolumeStatus(
         mode=settings.volume_mode,
@@ -134,8 +141,68 @@ def plan_volumes(observed: Observed, settings: ControllerSettings, *, now: datet
         controller_namespace=settings.namespace,
         problem=problem,
         namespaces=namespaces,
+        node_local=settings.node_local,
+        node_claim=settings.node_claim,
     )
     return Plan(tuple(actions), status)
+
+
+def _shared_state(
+    namespace: str,
+    observed: Observed,
+    settings: ControllerSettings,
+    problem: str,
+    actions: list[Action],
+    *,
+    now: datetime,
+) -> NamespaceVolume | None:
+    """The state of `namespace`'s shared cache PVC (None: none, and none is made), creating it when due."""
+    claim = observed.claims.get(namespace)
+    stale = _stale_copy(claim, observed, settings) if claim is not None else ""
+    if stale:
+        return NamespaceVolume("error", stale)
+    if claim is not None:
+        return claim_state(claim, settings, now=now)
+    if settings.volume_mode != "existing" and not problem and namespace in observed.wanted:
+        actions += _create_for(namespace, observed, settings)
+        return NamespaceVolume("pending", "creating the cache PVC")
+    return None
+
+
+def _falls_back(entry: NamespaceVolume | None, problem: str) -> bool:
+    """fallback: the shared volume cannot serve this namespace (none there, unusable, or none possible)."""
+    return bool(problem) or entry is None or entry.state == "error"
+
+
+def _node_local(
+    namespace: str, observed: Observed, settings: ControllerSettings, actions: list[Action], *, now: datetime
+) -> NamespaceVolume | None:
+    """The state of `namespace`'s node-local PVC, creating its PV and PVC when due; None for a namespace
+    that has none and no pod asking for one."""
+    claim = observed.node_claims.get(namespace)
+    if claim is not None:
+        stale = stale_path(observed.node_volumes.get(claim.volume_name), settings, namespace)
+        if stale:
+            return NamespaceVolume("error", stale, node_local=True)
+        state = claim_state(claim, settings, now=now, managed=True)
+        return NamespaceVolume(state.state, state.message, node_local=True)
+    if namespace not in observed.wanted and namespace != settings.namespace:
+        return None
+    name = clone_volume_name(settings.node_claim, namespace)
+    pending = NamespaceVolume("pending", "creating the node-local cache PVC", node_local=True)
+    existing = observed.node_volumes.get(name)
+    if existing is not None and (existing.get("status") or {}).get("phase") == "Released":
+        reason = f"re-created for a new node-local PVC in {namespace}"
+        actions.append(Action("delete", "PersistentVolume", name, reason=reason, serves=namespace))
+        return pending
+    if existing is None:
+        body = node_volume(settings, namespace, name=name, labels=MANAGED_BY)
+        actions.append(Action("create", "PersistentVolume", name, body=body, serves=namespace))
+    body = node_claim(settings, namespace, volume=name, labels=MANAGED_BY)
+    actions.append(
+        Action("create", "PersistentVolumeClaim", settings.node_claim, namespace=namespace, body=body, serves=namespace)
+    )
+    return pending
 
 
 def _storage_class_problem(storage_class: JsonObject | None, settings: ControllerSettings) -> str:
@@ -161,7 +228,7 @@ def _source_problem(observed: Observed, settings: ControllerSettings, actions: l
     if source is None:
         actions += _shared_claim(observed, settings)
         return ""  # created now; namespaces wait (pending) until it binds
-    state = _claim_state(source, settings, now=now)
+    state = claim_state(source, settings, now=now)
     if state.state == "error":
         return f"the shared cache PVC {where}: {state.message}"
     volume = observed.source_volume
@@ -257,9 +324,10 @@ def _stale_copy(claim: Claim, observed: Observed, settings: ControllerSettings) 
     )
 
 
-def _claim_state(claim: Claim, settings: ControllerSettings, *, now: datetime) -> NamespaceVolume:
+def claim_state(claim: Claim, settings: ControllerSettings, *, now: datetime, managed: bool = False) -> NamespaceVolume:
+    """Ready, pending or error (what to do) for a cache PVC; `managed`: the controller made it (node-local)."""
     where = f"{claim.namespace}/{claim.name}"
-    managed = settings.volume_mode != "existing"
+    managed = managed or settings.volume_mode != "existing"
     problem = unusable_claim(
         where, access_modes=claim.access_modes, phase=claim.phase, deleting=claim.deleting, managed=managed
     )
@@ -303,11 +371,11 @@ def _create_for(namespace: str, observed: Observed, settings: ControllerSettings
 def _collect_released_clones(observed: Observed) -> list[Action]:
     """A copy whose PVC is gone (namespace deleted, PVC removed, suffix changed) is only a pointer: remove it.
 
-    Copies have reclaim policy Retain, so deleting one never touches the files on the shared volume.
+    Copies and node-local PVs have reclaim policy Retain, so deleting one never touches the cached files.
     """
     return [
-        Action("delete", "PersistentVolume", name, reason="its PVC is gone; the shared files are untouched")
-        for name, volume in sorted(observed.clones.items())
+        Action("delete", "PersistentVolume", name, reason="its PVC is gone; the cached files are untouched")
+        for name, volume in sorted((observed.clones | observed.node_volumes).items())
         if volume.get("status", {}).get("phase") == "Released"
     ]
 

@@ -308,3 +308,96 @@ def test_a_silent_controller_turns_pending_namespaces_into_denials() -> None:
 def test_a_damaged_status_document_is_refused_with_a_reason(text: str) -> None:
     with pytest.raises(ValueError, match=r"volume status|mode 'magic'"):
         VolumeStatus.from_json(text)
+
+
+# --- node-local: each node's own disk, through a hostPath PV per namespace ----------------------------
+def node_claim(namespace: str, *, volume: str = "", phase: str = "Bound") -> Claim:
+    from modelcache.controller.volumes import clone_volume_name
+
+    bound = volume or clone_volume_name("modelcache-node", namespace)
+    return Claim(namespace, "modelcache-node", phase, ("ReadWriteMany",), bound, NOW - timedelta(seconds=5), False)
+
+
+def node_pv(namespace: str, *, path: str = "/var/lib/modelcache", phase: str = "Bound") -> dict[str, Any]:
+    from modelcache.controller.volumes import clone_volume_name
+
+    name = clone_volume_name("modelcache-node", namespace)
+    return {"metadata": {"name": name}, "spec": {"hostPath": {"path": path}}, "status": {"phase": phase}}
+
+
+def test_node_local_always_gives_each_namespace_a_pvc_bound_to_a_hostpath_volume_no_storage_class_needed() -> None:
+    config = ControllerSettings(node_local="always", identity="test", storage_size="800Gi")
+    assert config.problems() == []  # no shared volume: no StorageClass to name
+    plan = plan_volumes(Observed(claims={}, wanted=frozenset({"team-a"})), config, now=NOW)
+    volumes = {pv["spec"]["claimRef"]["namespace"]: pv for pv in created(plan.actions, "PersistentVolume")}
+    claims = {pvc["metadata"]["namespace"]: pvc for pvc in created(plan.actions, "PersistentVolumeClaim")}
+    assert set(volumes) == set(claims) == {"team-a", "modelcache-system"}  # the agents' DaemonSet mounts its own
+    pv, pvc = volumes["team-a"], claims["team-a"]
+    assert pv["spec"]["hostPath"] == {"path": "/var/lib/modelcache", "type": "DirectoryOrCreate"}
+    assert "nodeAffinity" not in pv["spec"]  # every node mounts its own directory: pods are not pinned
+    assert pv["spec"]["persistentVolumeReclaimPolicy"] == "Retain"  # deleting it never deletes a node's files
+    assert pvc["metadata"]["name"] == "modelcache-node"
+    assert pvc["spec"]["volumeName"] == pv["metadata"]["name"]
+    assert pvc["spec"]["storageClassName"] == ""  # nothing provisions it: it binds to our PV only
+    assert plan.status.claim_for("team-a", now=NOW) == "modelcache-node"
+    assert plan.status.namespaces["team-a"].node_local
+
+
+def test_node_local_a_bound_pvc_is_ready_and_one_whose_volume_has_an_old_path_says_how_to_renew_it() -> None:
+    config = ControllerSettings(node_local="always", identity="test", node_local_path="/mnt/nvme/models")
+    observed = Observed(
+        claims={},
+        wanted=frozenset({"a", "b"}),
+        node_claims={"a": node_claim("a"), "b": node_claim("b")},
+        node_volumes={node_pv("a", path="/mnt/nvme/models")["metadata"]["name"]: node_pv("a", path="/mnt/nvme/models"),
+                      node_pv("b")["metadata"]["name"]: node_pv("b")},
+    )  # fmt: skip
+    plan = plan_volumes(observed, config, now=NOW)
+    assert plan.status.claim_for("a", now=NOW) == "modelcache-node"
+    message = denial(plan.status, "b")
+    assert "points at /var/lib/modelcache on each node, not at the node-local cache directory /mnt/nvme" in message
+    assert "kubectl -n b delete pvc modelcache-node" in message
+
+
+def test_node_local_fallback_serves_only_the_namespaces_the_shared_volume_cannot() -> None:
+    claims = {"shared": claim("shared"), "rwo": claim("rwo", modes=("ReadWriteOnce",))}
+    observed = Observed(claims=claims, wanted=frozenset({"shared", "rwo", "none"}))
+    plan = plan_volumes(observed, settings("existing", node_local="fallback"), now=NOW)
+    assert plan.status.claim_for("shared", now=NOW) == "modelcache"
+    assert plan.status.claim_for("rwo", now=NOW) == "modelcache-node"  # its own PVC cannot be shared by nodes
+    assert plan.status.claim_for("none", now=NOW) == "modelcache-node"
+    served = {pvc["metadata"]["namespace"] for pvc in created(plan.actions, "PersistentVolumeClaim")}
+    assert served == {"rwo", "none", "modelcache-system"}
+
+
+def test_node_local_fallback_serves_every_namespace_when_the_storage_class_cannot_share() -> None:
+    observed = Observed(claims={}, wanted=frozenset({"team-a"}), storage_class=EBS_CLASS)
+    plan = plan_volumes(observed, settings("provision", storage_class="gp3", node_local="fallback"), now=NOW)
+    assert "cannot provide ReadWriteMany" in plan.status.problem  # still reported, for `kubectl get configmap`
+    assert plan.status.claim_for("team-a", now=NOW) == "modelcache-node"
+    assert all(a.body is None or a.body["spec"].get("storageClassName") != "gp3" for a in plan.actions)
+
+
+def test_node_local_off_creates_nothing_node_local() -> None:
+    observed = Observed(claims={}, wanted=frozenset({"team-a"}))
+    plan = plan_volumes(observed, settings("existing"), now=NOW)
+    assert plan.actions == ()
+    assert "no PersistentVolumeClaim 'modelcache'" in denial(plan.status, "team-a")
+
+
+def test_node_local_a_released_volume_is_deleted_to_be_made_again_and_the_status_round_trips() -> None:
+    config = ControllerSettings(node_local="always", identity="test")
+    released = node_pv("team-a", phase="Released")
+    observed = Observed(claims={}, wanted=frozenset({"team-a"}), node_volumes={released["metadata"]["name"]: released})
+    plan = plan_volumes(observed, config, now=NOW)
+    assert ("delete", released["metadata"]["name"]) in {(a.verb, a.name) for a in plan.actions}
+    assert not [a for a in plan.actions if a.verb == "create" and a.namespace == "team-a"]  # after it is gone
+    assert VolumeStatus.from_json(plan.status.to_json()) == plan.status
+
+
+@pytest.mark.parametrize("path", ["var/lib/x", "/var/lib/../x", "/", "/etc", "/var/lib", "/a,b"])
+def test_node_local_path_must_be_a_directory_of_its_own(path: str) -> None:
+    from modelcache.runtime.settings import SettingsError
+
+    with pytest.raises(SettingsError, match="MODELCACHE_NODE_LOCAL_PATH"):
+        ControllerSettings.from_env({"MODELCACHE_NODE_LOCAL_PATH": path})
