@@ -12,6 +12,7 @@ from types import FrameType
 
 from modelcache.agent.config import AgentSettings, help_text
 from modelcache.agent.loop import Agent
+from modelcache.agent.warmup import NodeWarmUp
 from modelcache.contract.pods import PodRef
 from modelcache.contract.quantities import format_duration
 from modelcache.runtime import httpd
@@ -23,34 +24,7 @@ log = logging.getLogger("modelcache.agent")
 
 def run(settings: AgentSettings) -> int:
     """Run the agent with these settings until SIGTERM."""
-    from modelcache.runtime.kube import connect, live_pods_by_key
-    from modelcache.runtime.leader import LeaderElector
-
-    api = connect()
-    elector = LeaderElector(
-        api,
-        namespace=settings.namespace,
-        name=settings.lease_name,
-        identity=settings.identity,
-        timings=settings.lease_timings,
-    )
-    cached_models, declared = None, None
-    if settings.cached_models:
-        from modelcache.agent.cachedmodels import CachedModels, declared_users
-        from modelcache.contract.cachedmodel import volume_id
-
-        volume = volume_id(settings.namespace, settings.cache_claim)
-        cached_models = CachedModels(api, volume=volume, mode=settings.volume_mode)
-        declared = declared_users
-
-    def users() -> dict[str, list[PodRef]]:
-        """Live pods, and the models someone declared as CachedModels: the purge keeps both."""
-        found = live_pods_by_key(api, settings.pods_namespace)
-        for key, refs in (declared(api) if declared is not None else {}).items():
-            found.setdefault(key, []).extend(refs)
-        return found
-
-    agent = Agent(settings, elector=elector, live_pods=users, cached_models=cached_models)
+    agent = make_agent(settings)
 
     def on_term(signum: int, _: FrameType | None) -> None:
         log.info("signal %d: finishing the current removal, releasing the Lease", signum)
@@ -66,18 +40,72 @@ def run(settings: AgentSettings) -> int:
     prepare_volume_root(Path(settings.cache_root))
     httpd.serve(settings.metrics_port, {"/healthz": health, "/metrics": agent.metrics.exposition})
     log.info(
-        "modelcache cache agent %s on %s: purge every %s, unused after %s%s%s; pods %s; metrics on :%d",
+        "modelcache cache agent %s on %s%s: purge every %s, unused after %s%s%s; pods %s; metrics on :%d",
         settings.identity,
         settings.cache_root,
+        f" (the node-local cache of node {settings.node_name})" if settings.node_name else "",
         format_duration(settings.check_unused_cached_models_every.total_seconds()),
         format_duration(settings.purge_unused_cached_models_after.total_seconds()),
         f", keep {settings.purge_min_free} free" if settings.purge_min_free else "",
         " (dry run)" if settings.purge_dry_run else "",
-        f"in namespace {settings.pods_namespace}" if settings.pods_namespace else "in all namespaces",
+        _pods_text(settings),
         settings.metrics_port,
     )
     agent.run()
     return 0
+
+
+def _pods_text(settings: AgentSettings) -> str:
+    where = f"on node {settings.node_name}, " if settings.node_name else ""
+    return where + (f"in namespace {settings.pods_namespace}" if settings.pods_namespace else "in all namespaces")
+
+
+def make_agent(settings: AgentSettings) -> Agent:
+    """The agent beside a shared volume (under a Lease), or beside its node's own cache (alone there)."""
+    from modelcache.contract import cachedmodel
+    from modelcache.runtime.kube import connect, live_pods_by_key
+    from modelcache.runtime.leader import LeaderElector
+
+    api = connect()
+    node = settings.node_name
+    elector = None  # a node's own cache has one agent, its DaemonSet pod: no Lease
+    if not node:
+        elector = LeaderElector(
+            api,
+            namespace=settings.namespace,
+            name=settings.lease_name,
+            identity=settings.identity,
+            timings=settings.lease_timings,
+        )
+    cached_models, declared = None, None
+    if settings.cached_models:
+        from modelcache.agent.cachedmodels import CachedModels, declared_users
+
+        if node:
+            cached_models = CachedModels(api, volume=cachedmodel.node_volume_id(node), mode="node-local")
+        else:
+            volume = cachedmodel.volume_id(settings.namespace, settings.cache_claim)
+            cached_models = CachedModels(api, volume=volume, mode=settings.volume_mode)
+        declared = declared_users
+    warm_up = NodeWarmUp(api, settings) if node else None
+
+    def users() -> dict[str, list[PodRef]]:
+        """Live pods (on this node, for a node's cache), the models someone declared as CachedModels and
+        this node's warm-up list: the purge keeps them all."""
+        found = live_pods_by_key(api, settings.pods_namespace, node=node)
+        for key, refs in (declared(api) if declared is not None else {}).items():
+            found.setdefault(key, []).extend(refs)
+        for key, refs in (warm_up.users() if warm_up is not None else {}).items():
+            found.setdefault(key, []).extend(refs)
+        return found
+
+    return Agent(
+        settings,
+        elector=elector,
+        live_pods=users,
+        cached_models=cached_models,
+        warm_up=warm_up.models if warm_up is not None else None,
+    )
 
 
 def prepare_volume_root(root: Path) -> None:

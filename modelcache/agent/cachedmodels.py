@@ -87,6 +87,8 @@ def entry_for(model: CacheEntry, *, volume: str, pods: int, now: float, before: 
     """This volume's status entry for a model; `before` is the entry written last time (or None)."""
     phase, reason, message = phase_of(model)
     entry: JsonObject = {"volume": volume, "phase": phase, "pods": pods}
+    if cachedmodel.node_of(volume):
+        entry["node"] = cachedmodel.node_of(volume)
     if model.version:
         entry["version"] = model.version
     if model.state == "ready":
@@ -144,6 +146,8 @@ def status_for(
         first = downloading[0]
         done, total = int(first["bytesDone"]), int(first["bytesTotal"])
         status["progress"] = f"{done * 100 // total} % ({format_bytes(done)} of {format_bytes(total)})"
+    if any(cachedmodel.node_of(str(e["volume"])) for e in entries):
+        status["nodes"] = sum(1 for e in ready if cachedmodel.node_of(str(e["volume"])))
     used = [str(e["lastUsed"]) for e in entries if e.get("lastUsed")]
     if used:
         status["lastUsed"] = max(used)

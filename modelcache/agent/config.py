@@ -12,6 +12,7 @@ from typing import Any, Literal
 from modelcache.cache.purge import read_watermark
 from modelcache.contract.annotation import DNS_LABEL, DNS_SUBDOMAIN
 from modelcache.contract.volumes import VOLUME_MODES, VolumeMode
+from modelcache.contract.warmup import WarmModel, parse_warm_up
 from modelcache.contract.wire import CACHE_ROOT_ENV
 from modelcache.runtime.logs import FORMATS, LEVELS
 from modelcache.runtime.settings import (
@@ -36,6 +37,12 @@ class AgentSettings:
     cached_models: bool = True  # keep this volume's entries of the CachedModel objects (needs their CRD)
     volume_mode: VolumeMode = "existing"  # the controller's: how a namespace's pods get their cache volume
     namespace: str = "modelcache-system"  # its own namespace: where its Lease lives
+    # The node whose node-local cache this agent keeps (a DaemonSet sets spec.nodeName): then it takes no
+    # Lease (it is the only agent of that directory), asks only for the pods on its node, names its
+    # CachedModel entries node:<name>, labels its metrics with the node, and keeps its node's warm-up list.
+    node_name: str = ""
+    warm_up: tuple[WarmModel, ...] = ()  # MODELCACHE_WARM_UP: a JSON list (modelcache/contract/warmup.py)
+    warm_up_file: str = ""  # where this node's warm-up list goes for the warm container ("" none)
     identity: str = ""  # its name in the Lease (the pod name); the host name when empty
     lease_name: str = "modelcache-cache-agent"
     # client-go's leader election durations: a candidate takes over a Lease whose record has not changed
@@ -73,6 +80,11 @@ class AgentSettings:
             problems.append(f"{CACHE_ROOT_ENV} is required: the mount path of the cache PVC")
         elif not Path(self.cache_root).is_dir():
             problems.append(f"{CACHE_ROOT_ENV}={self.cache_root!r} is not a directory: mount the cache PVC there")
+        if (self.warm_up or self.warm_up_file) and not self.node_name:
+            problems.append(
+                "MODELCACHE_WARM_UP and MODELCACHE_WARM_UP_FILE are for node-local caches: set MODELCACHE_NODE_NAME "
+                "(the DaemonSet sets it from spec.nodeName)"
+            )
         return problems
 
 
@@ -87,6 +99,9 @@ _READERS: dict[str, Reader[Any]] = {
     "cached_models": read_boolean,
     "volume_mode": read_choice(*VOLUME_MODES),
     "namespace": read_name(DNS_LABEL, "a namespace name", limit=63),
+    "node_name": read_name(DNS_SUBDOMAIN, "a node name", limit=253, empty=True),
+    "warm_up": Reader("text", parse_warm_up),
+    "warm_up_file": read_text,
     "identity": read_text,
     "lease_name": read_name(DNS_SUBDOMAIN, "a Lease name", limit=253),
     "lease_duration": read_duration(minimum=1.0),
@@ -111,6 +126,9 @@ MEANINGS = {
     "cached_models": "keep a CachedModel object for every model on the volume, and its entry for this volume",
     "volume_mode": "the controller's MODELCACHE_VOLUME_MODE: maps the namespaces a CachedModel names to volumes",
     "namespace": "its own namespace, where its Lease is (the manifests set it from the pod)",
+    "node_name": "node-local caches: the node it runs on (spec.nodeName); no Lease, its node's pods, node metrics",
+    "warm_up": "node-local: JSON list of {source, include, nodeSelector} every matching node keeps ready",
+    "warm_up_file": "node-local: where it writes its node's warm-up list for the warm container",
     "identity": "its name in the Lease, before a unique suffix (the manifests set the pod name)",
     "lease_name": "the Lease: one replica acts at a time",
     "lease_duration": "a standby takes over a Lease whose record has not changed this long on its own clock",

@@ -39,6 +39,7 @@ from modelcache.cache.permissions import open_to_all
 from modelcache.cache.purge import PurgePolicy, PurgeReport, Round, read_watermark, run_purge
 from modelcache.contract.pods import PodRef
 from modelcache.contract.quantities import format_bytes, format_duration
+from modelcache.contract.warmup import WarmModel
 
 if TYPE_CHECKING:
     from modelcache.agent.cachedmodels import CachedModels
@@ -57,15 +58,18 @@ class Agent:
         self,
         settings: AgentSettings,
         *,
-        elector: LeaderElector,
+        elector: LeaderElector | None,
         live_pods: Callable[[], Mapping[str, Sequence[PodRef]]],
         cached_models: CachedModels | None = None,
+        warm_up: Callable[[], Sequence[WarmModel]] | None = None,
     ) -> None:
+        """`elector` None: this agent is the only one of its cache (a node's own), so it always acts.
+        `warm_up`: the models this node keeps, written to settings.warm_up_file at every scan."""
         self.settings, self.elector, self.live_pods = settings, elector, live_pods
-        self.cached_models = cached_models
+        self.cached_models, self.warm_up = cached_models, warm_up
         self.layout = CacheLayout(Path(settings.cache_root).absolute())
-        self.metrics = AgentMetrics.create()
-        self.identity = Identity.here(pod=settings.identity, namespace=settings.namespace, node="")
+        self.metrics = AgentMetrics.create(node=settings.node_name)
+        self.identity = Identity.here(pod=settings.identity, namespace=settings.namespace, node=settings.node_name)
         self.alive_at = time.monotonic()
         self.leading = False
         self.stop = threading.Event()
@@ -77,18 +81,19 @@ class Agent:
         """Until told to stop: the Lease is renewed on its own thread; the work runs when due."""
         from modelcache.runtime.leader import LeaderLoop
 
-        lease = LeaderLoop(self.elector).start()
+        lease = LeaderLoop(self.elector).start() if self.elector is not None else None
         while not self.stop.is_set():
             self.step()
             self.stop.wait(TURN)
         if self._worker is not None:
             self._worker.join()
-        lease.stop()
+        if lease is not None:
+            lease.stop()
 
     def step(self) -> None:
         """One look: lead or stand by; start the work when a scan or a purge round is due."""
         self.alive_at = time.monotonic()
-        self.leading = self.elector.is_leader
+        self.leading = self.elector is None or self.elector.is_leader
         self.metrics.leader.set(int(self.leading))
         if not self.leading:
             self.metrics.cache.snapshot = None  # the active replica reports the cache
@@ -100,7 +105,7 @@ class Agent:
             self._worker.start()
 
     def keep_going(self) -> bool:
-        return self.elector.is_leader and not self.stop.is_set()
+        return (self.elector is None or self.elector.is_leader) and not self.stop.is_set()
 
     def work(self) -> None:
         """One turn of the active replica's work: a purge round when due, then the metrics."""
@@ -224,7 +229,28 @@ class Agent:
         if self.cached_models is not None:
             failed = failed_before_any_file(self.layout, {m.key for m in models})
             self.sync_cached_models(self.cached_models, [*models, *failed])
+        if self.warm_up is not None and self.settings.warm_up_file:
+            self.write_warm_up(self.warm_up)
         return snapshot
+
+    def write_warm_up(self, warm_up: Callable[[], Sequence[WarmModel]]) -> None:
+        """This node's warm-up list, for the warm container; an API failure keeps the last one."""
+        from modelcache.contract.warmup import dump_list
+        from modelcache.runtime.kube import API_ERRORS
+
+        try:
+            models = warm_up()
+        except API_ERRORS as err:
+            log.warning(
+                "could not read this node's warm-up list (next try in %s): %s", self._scan_text(), str(err)[:500]
+            )
+            return
+        text = dump_list(models, node=self.settings.node_name).encode()
+        target = Path(self.settings.warm_up_file)
+        if target.is_file() and target.read_bytes() == text:
+            return
+        write_atomically(target, text)
+        log.info("warm-up list of node %s: %s", self.settings.node_name, ", ".join(m.source for m in models) or "none")
 
     def sync_cached_models(self, cached_models: CachedModels, models: Sequence[CacheEntry]) -> None:
         """This volume's entries of the CachedModel objects; a failure is logged and retried at the next scan."""

@@ -116,13 +116,16 @@ class AgentMetrics:
     purge_kept: Counter
     purge_last_success: Gauge
 
+    node: str = ""  # node-local: every series gets the label node=<name>
+
     # long: one declaration per metric, read best as one table
     @classmethod
-    def create(cls) -> AgentMetrics:
+    def create(cls, *, node: str = "") -> AgentMetrics:
         registry = CollectorRegistry()
         cache = CacheCollector()
         registry.register(cache)
         metrics = cls(
+            node=node,
             registry=registry,
             cache=cache,
             leader=Gauge(
@@ -187,4 +190,19 @@ class AgentMetrics:
         return metrics
 
     def exposition(self) -> tuple[int, str, bytes]:
-        return 200, CONTENT_TYPE_LATEST, generate_latest(self.registry)
+        source = _Labelled(self.registry, {"node": self.node}) if self.node else self.registry
+        return 200, CONTENT_TYPE_LATEST, generate_latest(source)
+
+
+class _Labelled:
+    """A registry's metrics with labels added to every sample (a node's agent: node=<name>), so that a
+    Prometheus scrape of every DaemonSet pod tells the nodes' caches apart, whatever its relabelling."""
+
+    def __init__(self, registry: CollectorRegistry, labels: dict[str, str]) -> None:
+        self.registry, self.labels = registry, labels
+
+    def collect(self) -> Iterator[Metric]:
+        for metric in self.registry.collect():
+            labelled = Metric(metric.name, metric.documentation, metric.type, metric.unit)
+            labelled.samples = [sample._replace(labels={**sample.labels, **self.labels}) for sample in metric.samples]
+            yield labelled

@@ -88,6 +88,8 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
 
 # --- ls -----------------------------------------------------------------------------------------------
 def cmd_ls(args: argparse.Namespace, out: TextIO) -> int:
+    if args.nodes:
+        return _ls_nodes(out)
     layout = _layout(args)
     models = list_models(layout)
     pods = _live_pods(args) if args.pods else None
@@ -121,6 +123,35 @@ def cmd_ls(args: argparse.Namespace, out: TextIO) -> int:
     out.write(f"{len(models)} model(s), {format_bytes(sum(m.size for m in models))}; ")
     out.write(f"free {format_bytes(free)} of {format_bytes(total)}\n")
     return 0
+
+
+def _ls_nodes(out: TextIO) -> int:
+    """Which nodes' own caches hold which models, from the CachedModel objects their agents keep."""
+    from modelcache.cli.nodes import node_rows
+
+    api = _api()
+    try:
+        rows = node_rows(api)
+    except Exception as err:  # the client raises config, HTTP and API errors of several kinds
+        raise ClusterError(
+            f"cannot list the CachedModel objects ({type(err).__name__}: {str(err)[:300]}): `modelcache ls --nodes` "
+            "reads them (their CRD installed, and cachedmodels list granted)"
+        ) from err
+    if len(rows) == 1:
+        out.write("no node's own cache holds a model (node-local caches are off, or their agents have not reported)\n")
+        return 0
+    _table(rows, out)
+    out.write(f"{len(rows) - 1} copies on {len({row[0] for row in rows[1:]})} node(s)\n")
+    return 0
+
+
+def cmd_warm(args: argparse.Namespace, out: TextIO) -> int:
+    """Keep this node's warm-up list ready (the warm container of a node's cache agent pod)."""
+    from modelcache.cli.nodes import cmd_warm as warm
+
+    layout = _layout(args)
+    _downloader()  # refuse at once where the fetcher's libraries are missing
+    return warm(args, out, layout=layout, every=_duration(args.every, "--every"), fetch=_fetch)
 
 
 def _state_text(model: CacheEntry, now: float) -> str:
@@ -501,6 +532,7 @@ def _parser() -> argparse.ArgumentParser:
     ls.add_argument("--json", action="store_true", help="one JSON document, for scripts")
     ls.add_argument("--pods", action="store_true", help="ask the cluster which live pods use each model")
     ls.add_argument("--pods-namespace", help=_PODS_NAMESPACE_HELP)
+    ls.add_argument("--nodes", action="store_true", help="node-local caches: which nodes hold which models (cluster)")
     ls.set_defaults(run=cmd_ls)
     _add_fetch_commands(commands)
     verify = commands.add_parser("verify", help="re-hash models against their recorded digests")
@@ -550,6 +582,11 @@ def _add_fetch_commands(commands: Any) -> None:
         command.add_argument("--image", default=DEFAULT_FETCHER_IMAGE, help="the Job container's image")
         command.add_argument("--secret", help="a Secret with the source's credentials, as modelcache.io/secret")
         command.set_defaults(run=cmd_prefetch)
+    warm = commands.add_parser("warm", help="node-local: keep the models of a warm-up list ready (until SIGTERM)")
+    warm.add_argument("--list", required=True, help="the warm-up list file the node's cache agent writes")
+    warm.add_argument("--every", default="30s", help="time between two looks at the list (default 30s)")
+    warm.add_argument("--once", action="store_true", help="one round; exit 1 if a model is not ready after it")
+    warm.set_defaults(run=cmd_warm)
 
 
 def _add_removal_commands(commands: Any) -> None:

@@ -47,9 +47,22 @@ def name_for_key(key: str) -> str:
     return _NOT_IN_NAME.sub("-", key.replace("_", "-").replace(".", "-"))
 
 
+NODE_PREFIX = "node:"  # node names have no ':', namespaces neither: the two kinds of entries never collide
+
+
 def volume_id(namespace: str, claim: str) -> str:
     """How a status entry names its cache volume: the PVC, as namespace/name."""
     return f"{namespace}/{claim}"
+
+
+def node_volume_id(node: str) -> str:
+    """How a status entry names a node's own cache (node-local mode): node:<name>."""
+    return NODE_PREFIX + node
+
+
+def node_of(volume: str) -> str:
+    """The node of a node-local entry's volume ("" for a PVC's)."""
+    return volume.removeprefix(NODE_PREFIX) if volume.startswith(NODE_PREFIX) else ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +98,10 @@ def summarize(entries: Sequence[JsonObject], expected: frozenset[str] = frozense
 
 
 def declared_volumes(obj: JsonObject, *, mode: str, claim: str, shared: str) -> frozenset[str]:
-    """The volumes of the namespaces a declared object names: `shared` for them all in clone mode."""
+    """The volumes of the namespaces a declared object names: `shared` for them all in clone mode; none for
+    a node's own cache (`mode` node-local), where spec.nodeSelector, not spec.namespaces, says where."""
+    if mode == "node-local":
+        return frozenset()
     namespaces = (obj.get("spec") or {}).get("namespaces") or []
     if mode == "clone":
         return frozenset({shared}) if namespaces else frozenset()

@@ -151,14 +151,16 @@ def utc_timestamp(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def live_pods_by_key(api: Kube, namespace: str = "") -> dict[str, list[PodRef]]:
+def live_pods_by_key(api: Kube, namespace: str = "", *, node: str = "") -> dict[str, list[PodRef]]:
     """Model key -> every pod not yet finished that the webhook gave that model.
 
     Pending pods count: their fetcher may be about to find the model ready. `namespace` limits the
-    question to one namespace, for a cache volume that only its namespace mounts (provision mode).
+    question to one namespace, for a cache volume that only its namespace mounts (provision mode);
+    `node` to the pods bound to one node, for that node's own cache (node-local mode).
     Only metadata is asked for: the pods' specs (and any secret in their env) never reach us.
     """
-    selectors = {"labelSelector": MODEL_KEY_LABEL, "fieldSelector": LIVE_PODS}
+    fields = f"{LIVE_PODS},spec.nodeName={node}" if node else LIVE_PODS
+    selectors = {"labelSelector": MODEL_KEY_LABEL, "fieldSelector": fields}
     listed = api.get(path("v1", "pods", namespace=namespace), params=selectors, accept=_METADATA_ONLY)
     pods: dict[str, list[PodRef]] = {}
     for pod in listed.get("items", []):
