@@ -47,6 +47,7 @@ RESOURCES = {
     ("", "configmaps"): Resource("ConfigMap", "v1", True),
     ("", "secrets"): Resource("Secret", "v1", True),
     ("", "namespaces"): Resource("Namespace", "v1", False),
+    ("", "nodes"): Resource("Node", "v1", False),
     ("", "events"): Resource("Event", "v1", True),
     ("storage.k8s.io", "storageclasses"): Resource("StorageClass", "storage.k8s.io/v1", False),
     ("coordination.k8s.io", "leases"): Resource("Lease", "coordination.k8s.io/v1", True),

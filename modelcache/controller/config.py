@@ -105,19 +105,21 @@ class ControllerSettings:
 
 
 def read_node_path(value: str) -> str:
-    """A node directory for the hostPath volume: absolute, normalized, not a system directory."""
+    """A node directory for the hostPath volume: absolute, normalized, neither a system directory nor in one."""
     clean = posixpath.normpath(value)
     if not value.startswith("/") or clean != value.rstrip("/") or ".." in value.split("/"):
         raise ValueError(f"{value!r} is not a normalized absolute path (such as /var/lib/modelcache)")
-    if clean in _SYSTEM_DIRECTORIES or any(c in value for c in ",:\n\0"):
-        raise ValueError(f"{value!r} is a system directory or has , : or a newline; use a directory of its own")
+    inside = any(clean.startswith(top + "/") for top in _SYSTEM_TREES)
+    if clean in _SYSTEM_DIRECTORIES or inside or any(c in value for c in ",:\n\0"):
+        raise ValueError(f"{value!r} is a system directory, is inside one, or has , : or a newline; use one of its own")
     return clean
 
 
-_SYSTEM_DIRECTORIES = frozenset(
-    {"/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/proc", "/root", "/run", "/sbin", "/sys", "/tmp", "/usr"}  # noqa: S108 (refused, not used)
-    | {"/var", "/var/lib", "/var/lib/kubelet", "/var/run", "/var/log"}
-)
+# Every node's directory is mounted into pods that may write it: never one the node itself lives from.
+_SYSTEM_TREES: tuple[str, ...] = ("/bin", "/boot", "/dev", "/etc", "/lib", "/proc", "/root", "/run", "/sbin", "/sys")
+_SYSTEM_TREES += ("/usr", "/tmp", "/var/lib/kubelet")  # noqa: S108 (refused, never used)
+_SYSTEM_DIRECTORIES = frozenset({"/", "/home", "/var", "/var/lib", "/var/log", "/var/run", *_SYSTEM_TREES})
+
 
 _READERS: dict[str, Reader[Any]] = {
     "namespace": read_name(DNS_LABEL, "a namespace name", limit=63),

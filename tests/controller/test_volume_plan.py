@@ -395,7 +395,9 @@ def test_node_local_a_released_volume_is_deleted_to_be_made_again_and_the_status
     assert VolumeStatus.from_json(plan.status.to_json()) == plan.status
 
 
-@pytest.mark.parametrize("path", ["var/lib/x", "/var/lib/../x", "/", "/etc", "/var/lib", "/a,b"])
+@pytest.mark.parametrize(
+    "path", ["var/lib/x", "/var/lib/../x", "/", "/etc", "/var/lib", "/a,b", "/etc/x", "/var/lib/kubelet/pods"]
+)
 def test_node_local_path_must_be_a_directory_of_its_own(path: str) -> None:
     from modelcache.runtime.settings import SettingsError
 

@@ -14,7 +14,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 KUBECTL = Path(sys.executable).parent / "kubectl"
-OVERLAYS = ["base", "overlays/nfs", "overlays/cert-manager", "overlays/dev"]
+OVERLAYS = ["base", "overlays/nfs", "overlays/cert-manager", "overlays/dev", "overlays/node-local"]
 CHART = ROOT / "manifests" / "chart"
 NAMESPACE = "modelcache-system"
 # Chart values that mean the same as an overlay: the two install paths must render the same objects.
@@ -29,6 +29,7 @@ CHART_EQUIVALENTS: dict[str, dict[str, Any]] = {
         }
     },
     "overlays/cert-manager": {"certificates": {"source": "cert-manager"}},
+    "overlays/node-local": {"nodeLocal": {"enabled": True}},
 }
 # Values away from every default, for the same assertions.
 CHART_CUSTOM: dict[str, Any] = {
@@ -54,6 +55,15 @@ CHART_CUSTOM: dict[str, Any] = {
         "minFree": "10%",
         "dryRun": True,
         "resources": {"requests": {"cpu": "10m", "memory": "64Mi"}, "limits": {"memory": "128Mi"}},
+    },
+    "nodeLocal": {
+        "enabled": True,
+        "use": "fallback",
+        "path": "/mnt/nvme/models",
+        "warmUp": [{"source": "hf://Qwen/Qwen2.5-0.5B-Instruct", "nodeSelector": {"nvidia.com/gpu.present": "true"}}],
+        "warmUpEnv": [{"name": "HF_ENDPOINT", "value": "http://hub-mirror.mirrors:8080"}],
+        "nodeSelector": {"node.kubernetes.io/instance-type": "gpu"},
+        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
     },
     "webhook": {"replicas": 3, "failurePolicy": "Fail", "timeoutSeconds": 2},
     "fetcher": {"resources": {"requests": {"cpu": "25m", "memory": "128Mi"}, "limits": {"cpu": 4, "memory": "2Gi"}}},

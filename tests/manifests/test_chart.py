@@ -85,6 +85,10 @@ def test_the_chart_lints_cleanly_for_the_oldest_supported_kubernetes(values: dic
         ({"fetcher": {"lockTimeout": "3600"}}, "'/fetcher/lockTimeout'"),  # a bare number has no unit
         ({"fetcher": {"takeoverAfter": "ten minutes"}}, "'/fetcher/takeoverAfter'"),
         ({"fetcher": {"uid": 0}}, "'/fetcher/uid'"),  # root is what runAsNonRoot refuses
+        ({"nodeLocal": {"use": "sometimes"}}, "'/nodeLocal/use'"),
+        ({"nodeLocal": {"path": "/var/lib/kubelet/pods"}}, "'/nodeLocal/path'"),  # never in a system directory
+        ({"nodeLocal": {"path": "/data/../etc"}}, "'/nodeLocal/path'"),
+        ({"nodeLocal": {"warmUp": [{"source": "ftp://mirror/x"}]}}, "'/nodeLocal/warmUp/0/source'"),
     ],
 )
 def test_bad_values_are_refused_naming_the_value_and_the_rule(values: dict[str, Any], message: str) -> None:

@@ -217,7 +217,7 @@ def test_cel_selects_annotated_pods_and_the_policy_admits_exactly_injected_ones(
 
 
 def test_every_pod_we_run_passes_pod_security_restricted(rendered: list[Object]) -> None:
-    templates = [o["spec"]["template"] for o in rendered if o["kind"] == "Deployment"]
+    templates = [o["spec"]["template"] for o in rendered if o["kind"] in ("Deployment", "DaemonSet")]
     templates += [o["spec"]["jobTemplate"]["spec"]["template"] for o in rendered if o["kind"] == "CronJob"]
     assert templates
     for template in templates:

@@ -53,6 +53,15 @@ EXPECTED: dict[str, set[Grant]] = {
         ("", "modelcache.io", "cachedmodels", ("get", "list", "create", "delete"), ()),
         ("", "modelcache.io", "cachedmodels/status", ("update",), ()),
     },
+    # On every node (node-local caches): no Lease (one agent per node's directory); live pods (on its
+    # node: a field selector, which RBAC cannot express), its Node's labels for its warm-up list, and the
+    # CachedModel objects whose entry node:<name> it keeps.
+    "modelcache-node-agent": {
+        ("", "", "pods", ("list",), ()),
+        ("", "", "nodes", ("get",), ()),
+        ("", "modelcache.io", "cachedmodels", ("get", "list", "create", "delete"), ()),
+        ("", "modelcache.io", "cachedmodels/status", ("update",), ()),
+    },
 }
 # With cert-manager issuing the certificates, the controller needs no rights to them.
 CERTIFICATE_GRANTS: set[Grant] = {
@@ -76,11 +85,12 @@ def flattened(objects: list[Object], account: str) -> set[tuple[str, str, str, t
 def test_each_identity_has_exactly_the_documented_grants(install: str, account: str) -> None:
     objects = render_install(install)
     expected = EXPECTED[account]
-    if account == "modelcache-cache-agent" and not any(
+    if account in ("modelcache-cache-agent", "modelcache-node-agent") and not any(
         o["kind"] == "ServiceAccount" and o["metadata"]["name"] == account and o["metadata"]["namespace"] == NS
         for o in objects
     ):
-        expected = set()  # no cache volume here to purge (existing and provision mode: see test_chart.py)
+        expected = set()  # no cache volume here to purge (existing and provision mode: see test_chart.py),
+        # or no node-local caches
     settings = one(objects, "ConfigMap", "modelcache-controller-settings")["data"]
     if settings["MODELCACHE_MANAGE_CERTIFICATES"] == "false":
         expected = expected - CERTIFICATE_GRANTS
@@ -151,3 +161,37 @@ def test_the_cache_agent_runs_restricted_with_the_cache_a_lease_and_a_liveness_p
     from modelcache.agent.config import AgentSettings
 
     assert AgentSettings.from_env({**settings, "MODELCACHE_CACHE_ROOT": "/"}).lease_name == "modelcache-cache-agent"
+
+
+@pytest.mark.parametrize("install", ["kustomize:overlays/node-local", "helm:custom"])
+def test_the_node_agent_runs_restricted_on_every_node_with_its_nodes_cache_and_the_warm_container(
+    install: str,
+) -> None:
+    from modelcache.agent.config import AgentSettings
+    from modelcache.controller.config import ControllerSettings
+
+    objects = render_install(install)
+    daemonset = one(objects, "DaemonSet", "modelcache-node-agent")
+    pod = daemonset["spec"]["template"]
+    agent, warm = pod["spec"]["containers"]
+    for container in (agent, warm):
+        assert restricted_violations({"spec": pod["spec"]}, container) == [], container["name"]
+    assert daemonset["spec"]["updateStrategy"]["rollingUpdate"] == {"maxUnavailable": 1, "maxSurge": 0}
+    env = {e["name"]: e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") for e in agent["env"]}
+    assert env["MODELCACHE_NODE_NAME"] == "spec.nodeName"  # no Lease: the node names its cache
+    settings = one(objects, "ConfigMap", "modelcache-node-agent-settings")["data"]
+    parsed = AgentSettings.from_env({**settings, "MODELCACHE_CACHE_ROOT": "/", "MODELCACHE_NODE_NAME": "gpu-1"})
+    assert warm["command"][-2:] == ["--list", parsed.warm_up_file]
+    assert warm["command"][:3] == ["modelcache", "--cache", settings["MODELCACHE_CACHE_ROOT"]]
+    assert {m["mountPath"] for m in agent["volumeMounts"]} == {"/cache", "/run/modelcache"}
+    (claim,) = [v["persistentVolumeClaim"]["claimName"] for v in pod["spec"]["volumes"] if "persistentVolumeClaim" in v]
+    controller_env = one(objects, "ConfigMap", "modelcache-controller-settings")["data"]
+    controller = ControllerSettings.from_env(controller_env)
+    assert claim == controller.node_claim  # the PVC the controller makes in its own namespace for the agents
+    assert controller.node_local in ("always", "fallback")
+    assert not [v for v in pod["spec"]["volumes"] if "hostPath" in v]  # a PVC: allowed under restricted
+    if install == "helm:custom":
+        assert parsed.warm_up[0].node_selector == {"nvidia.com/gpu.present": "true"}
+        assert pod["spec"]["tolerations"][0]["key"] == "nvidia.com/gpu"
+        assert {"name": "HF_ENDPOINT", "value": "http://hub-mirror.mirrors:8080"} in warm["env"]
+        assert controller.node_local_path == "/mnt/nvme/models"
