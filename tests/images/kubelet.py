@@ -142,6 +142,7 @@ class Kubelet:
     claims: Mapping[str, Path] = field(default_factory=dict)
     secrets: Mapping[str, Path] = field(default_factory=dict)  # Secret name -> directory of its keys
     config_maps: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # for envFrom
+    host_paths: Mapping[str, Path] = field(default_factory=dict)  # a hostPath volume's path -> this host's directory
     # The API stand-in speaks HTTP on loopback, so the service account's credentials come as a kubeconfig.
     kubeconfig: Path | None = None
     uid: int = ARBITRARY_UID
@@ -231,7 +232,14 @@ class Kubelet:
     def _config_maps(self, sources: list[JsonObject]) -> list[str]:
         args = []
         for source in sources:
-            assert set(source) == {"configMapRef"}, f"envFrom {source}: this kubelet reads ConfigMaps only"
+            if "secretRef" in source:  # the keys of a Secret directory; an optional one that is missing adds none
+                reference = source["secretRef"]
+                if reference["name"] not in self.secrets and reference.get("optional"):
+                    continue
+                keys = sorted(Path(self.secrets[reference["name"]]).iterdir())
+                args += [item for key in keys for item in ("--env", f"{key.name}={key.read_text()}")]
+                continue
+            assert set(source) == {"configMapRef"}, f"envFrom {source}: this kubelet reads ConfigMaps and Secrets"
             data = self.config_maps[source["configMapRef"]["name"]]
             args += [item for name, value in data.items() for item in ("--env", f"{name}={value}")]
         return args
@@ -268,7 +276,15 @@ class Kubelet:
             return Path(self.claims[volume["persistentVolumeClaim"]["claimName"]])
         if "secret" in volume:
             return Path(self.secrets[volume["secret"]["secretName"]])
-        assert "emptyDir" in volume, f"volume {volume['name']}: this kubelet runs PVCs, Secrets and emptyDirs"
+        if "hostPath" in volume:  # DirectoryOrCreate as the kubelet makes it: owned by root, mode 0755
+            assert volume["hostPath"].get("type") == "DirectoryOrCreate", f"volume {volume['name']}: {volume}"
+            host = Path(self.host_paths[volume["hostPath"]["path"]])
+            if not host.exists():
+                host.mkdir(parents=True, mode=0o755)
+            return host
+        assert "emptyDir" in volume, (
+            f"volume {volume['name']}: this kubelet runs PVCs, Secrets, hostPaths and emptyDirs"
+        )
         directory: Path = self.root / "emptydirs" / str(volume["name"])
         if not directory.exists():
             directory.mkdir(parents=True)
