@@ -306,3 +306,56 @@ def test_the_example_cachedmodel_is_valid_and_fetched_as_it_says(api: KubeApi, s
     annotations = job["spec"]["template"]["metadata"]["annotations"]
     assert annotations[annotation.SECRET_ANNOTATION] == "hf-token"
     assert annotations[annotation.MODEL_ANNOTATION] == example["spec"]["source"]
+
+
+def test_node_local_namespaces_wait_on_their_nodes_and_a_declaration_makes_no_job_there(api: KubeApi) -> None:
+    """Readiness is per node there: no gate holds a pod, Events name the pod's node's cache, and a Job would
+    fill one node: a declared CachedModel's spec.namespaces fetch nothing in node-local namespaces."""
+    loop = controller(api, node_local="always")
+    gated = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": "llm-9",
+            "namespace": "serving",
+            "labels": {wire.MODEL_KEY_LABEL: KEY},
+            "annotations": {"modelcache.io/model": SOURCE},
+        },
+        "spec": {"schedulingGates": [{"name": wire.SCHEDULING_GATE}], "containers": [{"name": "app", "image": "a"}]},
+    }
+    initing = copy.deepcopy(gated)
+    initing["metadata"]["name"], initing["spec"] = (
+        "llm-3",
+        {"nodeName": "gpu-1", "containers": gated["spec"]["containers"]},
+    )
+    for pod in (gated, initing):
+        api.create(pod)
+    running = {"running": {"startedAt": "2026-12-01T00:00:00Z"}}
+    api.set_status("Pod", "llm-9", {"phase": "Pending"}, namespace="serving")
+    api.set_status(
+        "Pod", "llm-3", {"phase": "Pending", "initContainerStatuses": [fetcher_status(running)]}, namespace="serving"
+    )
+    api.create(
+        {
+            "apiVersion": cachedmodel.API_VERSION,
+            "kind": "CachedModel",
+            "metadata": {"name": "llama"},
+            "spec": {"source": SOURCE, "namespaces": ["serving"]},
+        }
+    )
+    caches = [
+        {
+            "volume": "node:gpu-1",
+            "node": "gpu-1",
+            "phase": "Downloading",
+            "updatedAt": "2026-12-01T00:00:00Z",
+            "message": "downloading by pod serving/llm-0 on node gpu-1: 25 % (1 B of 4 B)",
+        }
+    ]
+    api.set_status("CachedModel", "llama", {"key": KEY, "phase": "Downloading", "caches": caches})
+    run_pass(loop, datetime.now(UTC))
+    lifted = api.get("Pod", "llm-9", "serving")
+    assert lifted is not None
+    assert "schedulingGates" not in lifted["spec"]  # let go at once: it fetches on whatever node it gets
+    assert "downloading into cache node:gpu-1" in events_of(api, "llm-3")["WaitingForModel"]["message"]
+    assert api.list("Job") == []

@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from types import FrameType
 
 from certs.cluster import reconcile_certificates
-from modelcache.contract.volumes import NamespaceVolume
+from modelcache.contract.volumes import NamespaceVolume, VolumeStatus
 from modelcache.controller import kube
 from modelcache.controller.config import ControllerSettings, help_text
 from modelcache.controller.volumes import plan_volumes
@@ -52,7 +52,8 @@ class Controller:
             identity=settings.identity,
             timings=settings.lease_timings,
         )
-        self.waiting = Waiting(api, settings)
+        self.volumes: VolumeStatus | None = None  # the last status written
+        self.waiting = Waiting(api, settings, node_local=self._node_local)
         self.wake = threading.Event()
         self.alive_at = time.monotonic()
         self._next_volumes = self._next_certificates = datetime.min.replace(tzinfo=UTC)
@@ -116,11 +117,15 @@ class Controller:
                     failed[action.serves] = NamespaceVolume("error", message)
         status = dataclasses.replace(plan.status, namespaces={**plan.status.namespaces, **failed})
         kube.write_status(self.api, self.settings, status)
+        self.volumes = status
         if status.problem:
             log.error("volumes: %s", status.problem)
         for namespace, entry in status.namespaces.items():
             if entry.state == "error" and namespace not in failed:
                 log.error("volumes: namespace %s: %s", namespace, entry.message, extra={"namespace": namespace})
+
+    def _node_local(self, namespace: str) -> bool:
+        return self.volumes is not None and self.volumes.is_node_local(namespace)
 
     def _wake_on(self, watcher: kube.Watcher, stop: threading.Event) -> None:
         """Wake the loop on each event of `watcher`; the watch restarts every few minutes."""

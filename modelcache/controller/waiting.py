@@ -15,6 +15,11 @@ so something else must fetch the model. At every pass, for the pending pods with
 - **declared CachedModels** (``spec.namespaces``): a fetch Job in each named namespace whose cache
   volume neither holds the model Ready nor is downloading it, so the model is there before any pod.
 
+Namespaces served from their nodes' own disks (node-local caches) differ: a model is ready per node,
+so the webhook gates none of their pods (one gated before the namespace moved is let go at once), a
+pod in Init is told about the cache of its node (``node:<name>``), and a declared CachedModel gets no
+fetch Job there (it would fill one node's cache): ``spec.nodeSelector`` warms nodes instead.
+
 A model that fails (the Job gave up, or its CachedModel entry says Failed) leaves its pods gated with
 a Warning Event that carries the fetcher's own message and says how to try again. Events repeat at
 most every EVENT_EVERY seconds per pod and reason unless their message changes (no more often than
@@ -27,6 +32,7 @@ import hashlib
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -153,9 +159,18 @@ def _entry(model: JsonObject | None, volume: str) -> JsonObject | None:
 class Waiting:
     """One pass over the pods that wait for a model (the controller's leader runs it)."""
 
-    def __init__(self, api: Kube, settings: ControllerSettings, memory: EventMemory | None = None) -> None:
+    def __init__(
+        self,
+        api: Kube,
+        settings: ControllerSettings,
+        memory: EventMemory | None = None,
+        node_local: Callable[[str], bool] | None = None,
+    ) -> None:
+        """`node_local(namespace)`: whether that namespace's pods use their nodes' own caches (the
+        controller's last volume status says)."""
         self.api, self.settings = api, settings
         self.memory = memory or EventMemory()
+        self.node_local = node_local or (lambda _: False)
 
     def reconcile(self, now: float | None = None) -> WaitReport:
         now = time.time() if now is None else now
@@ -181,7 +196,10 @@ class Waiting:
         for pod in initing:
             namespace, key = pod["metadata"]["namespace"], pod["metadata"]["labels"][MODEL_KEY_LABEL]
             unreported = "its fetcher works on it; the cache agent reports its progress at its next scan"
-            state = state_of(models.get(key), volume_for(self.settings, namespace), None, "", unreported)
+            volume = volume_for(self.settings, namespace)
+            if self.node_local(namespace):
+                volume = cachedmodel.node_volume_id(str((pod.get("spec") or {}).get("nodeName", "")))
+            state = state_of(models.get(key), volume, None, "", unreported)
             source = (pod["metadata"].get("annotations") or {}).get(MODEL_ANNOTATION, key)
             self._event(pod, "WaitingForModel", "Normal", f"waiting for model {source}: {state.text}", now, report)
         return report
@@ -198,6 +216,10 @@ class Waiting:
     ) -> None:
         failure = self._job_failure(job) if job is not None and _job_condition(job, "Failed") else ""
         state = state_of(model, volume_for(self.settings, namespace), job, failure)
+        if self.node_local(namespace):  # ready per node, and these have none yet: nothing to wait for here
+            state = ModelState(
+                "Ready", "not waited for: its namespace uses node-local caches, the pod fetches on its node"
+            )
         source = (pods[0]["metadata"].get("annotations") or {}).get(MODEL_ANNOTATION, key)
         if state.phase == "Ready":
             for pod in pods:
@@ -232,6 +254,8 @@ class Waiting:
         volumes: set[str] = set()
         for namespace in spec.get("namespaces") or []:
             volume = volume_for(self.settings, namespace)
+            if self.node_local(namespace):
+                continue  # a Job would fill one node's cache: spec.nodeSelector warms the nodes
             if volume in volumes or key == "":
                 continue  # clone mode: every namespace shares one volume, one Job fills it
             volumes.add(volume)
