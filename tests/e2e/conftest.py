@@ -13,7 +13,9 @@ on a cluster without internet:
   MODELCACHE_E2E_S3_ENDPOINT: an S3 endpoint (MODELCACHE_S3_ENDPOINT);
   MODELCACHE_E2E_BIG_MODEL: a model that takes at least ~10 s to download (for the deletion test);
 - MODELCACHE_E2E_OVERLAY: what to install, `base` (existing volumes: the suite creates a PVC in each of
-  its namespaces) or `overlays/nfs` (clone: one shared cache), MODELCACHE_E2E_STORAGE_CLASS its class.
+  its namespaces), `overlays/nfs` (clone: one shared cache), MODELCACHE_E2E_STORAGE_CLASS its class, or
+  `overlays/node-local` (each node's own disk: the suite prepares the nodes with
+  examples/admin/node-local-prepare.yaml first, which needs a namespace Pod Security lets run as root).
 
 It installs that overlay with those settings, waits for the rollout, runs, and uninstalls unless
 MODELCACHE_E2E_KEEP=1. A fetch that fails for good fails its test at once with the fetcher's message.
@@ -67,9 +69,14 @@ class Cluster:
         return cluster if cluster.app_image else cls(**{**found, "app_image": cluster.fetcher_image})
 
     @property
+    def node_local(self) -> bool:
+        """Each node's own cache, for every namespace (the node-local overlay)."""
+        return self.overlay.rstrip("/").endswith("node-local")
+
+    @property
     def shared(self) -> bool:
-        """One cache for every namespace (clone mode), rather than a PVC per namespace."""
-        return self.overlay != "base"
+        """One cache for every namespace (clone mode), rather than a PVC per namespace or a cache per node."""
+        return self.overlay != "base" and not self.node_local
 
     def webhook_settings(self) -> dict[str, str]:
         settings = {"MODELCACHE_FETCHER_IMAGE": self.fetcher_image}
@@ -174,11 +181,19 @@ def overlay_for(directory: Path) -> Path:
         patches.append(
             {"target": {"kind": "ConfigMap", "name": "modelcache-controller-settings"}, "patch": json.dumps(value)}
         )
+    if CLUSTER.node_local and CLUSTER.hf_endpoint:  # the warm container fetches from the mirror too
+        env = [{"op": "add", "path": "/spec/template/spec/containers/1/env/-",
+                "value": {"name": "HF_ENDPOINT", "value": CLUSTER.hf_endpoint}}]  # fmt: skip
+        patches.append({"target": {"kind": "DaemonSet", "name": "modelcache-node-agent"}, "patch": json.dumps(env)})
+    fetcher_name, _, fetcher_tag = CLUSTER.fetcher_image.rpartition(":")
     kustomization = {
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
         "kind": "Kustomization",
         "resources": [base],
-        "images": [{"name": "modelcache-webhook", "newName": name, "newTag": tag}],
+        "images": [
+            {"name": "modelcache-webhook", "newName": name, "newTag": tag},
+            {"name": "modelcache-fetcher", "newName": fetcher_name, "newTag": fetcher_tag},  # the warm container
+        ],
         "patches": patches,
     }
     (directory / "kustomization.yaml").write_text(json.dumps(kustomization))
@@ -191,6 +206,20 @@ def install(overlay: Path) -> None:
         kubectl("-n", SYSTEM, "rollout", "status", f"deploy/{deployment}", "--timeout=300s")
 
 
+def prepare_nodes() -> None:
+    """examples/admin/node-local-prepare.yaml with the fetcher image under test, rolled out on every node."""
+    import yaml
+
+    for obj in yaml.safe_load_all((ROOT / "examples" / "admin" / "node-local-prepare.yaml").read_text()):
+        if obj["kind"] == "DaemonSet":
+            spec = obj["spec"]["template"]["spec"]
+            for container in [*spec["initContainers"], *spec["containers"]]:
+                container["image"] = CLUSTER.fetcher_image
+        apply(obj)
+    rollout = ("rollout", "status", "daemonset/modelcache-node-prepare", "--timeout=300s")
+    kubectl("-n", "modelcache-node-prepare", *rollout)
+
+
 def uninstall(overlay: Path, *, wait: bool) -> None:
     kubectl("delete", "-k", str(overlay), "--ignore-not-found", f"--wait={str(wait).lower()}", check=False)
 
@@ -199,6 +228,8 @@ def uninstall(overlay: Path, *, wait: bool) -> None:
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The overlay with the e2e images and settings, rolled out and ready; the overlay's directory."""
     overlay = overlay_for(tmp_path_factory.mktemp("overlay"))
+    if CLUSTER.node_local:
+        prepare_nodes()
     install(overlay)
     try:
         yield overlay
@@ -217,7 +248,7 @@ def new_namespace(prefix: str = "modelcache-e2e") -> str:
             "metadata": {"name": name, "labels": {"pod-security.kubernetes.io/enforce": "restricted"}},
         }
     )
-    if not CLUSTER.shared:
+    if not CLUSTER.shared and not CLUSTER.node_local:
         claim: dict[str, Any] = {
             "apiVersion": "v1",
             "kind": "PersistentVolumeClaim",

@@ -25,7 +25,7 @@ def when(stamp: str) -> datetime:
 
 
 def test_kubectl_waits_for_a_cachedmodel_that_a_pod_made(namespace: str) -> None:
-    if not CLUSTER.shared:
+    if not CLUSTER.shared and not CLUSTER.node_local:
         pytest.skip("the cache agent runs beside the shared volume: run with MODELCACHE_E2E_OVERLAY=overlays/nfs")
     patterns, include = cold_variant()
     annotations = {annotation.MODEL_ANNOTATION: CLUSTER.model, annotation.INCLUDE_ANNOTATION: patterns}

@@ -14,14 +14,17 @@ from tests.e2e.workloads import pod
 def test_an_uninstall_keeps_the_cache_and_a_reinstall_serves_it(installed: Path, namespace: str) -> None:
     annotations = {"modelcache.io/model": CLUSTER.model}
     apply(pod("before", namespace, annotations))
-    wait_for_pods(namespace, "e2e=before", 1, ready=False)
+    (before,) = wait_for_pods(namespace, "e2e=before", 1, ready=False)
     uninstall(installed, wait=True)
     try:
-        claim = kubectl_json("-n", namespace, "get", "pvc", "modelcache")
+        claim = kubectl_json("-n", namespace, "get", "pvc", "modelcache-node" if CLUSTER.node_local else "modelcache")
         assert claim["status"]["phase"] == "Bound"  # the namespace's cache volume is still there
     finally:
         install(installed)
-    apply(pod("after", namespace, annotations))
+    after_pod = pod("after", namespace, annotations)
+    if CLUSTER.node_local:  # the copy is on the node the first pod ran on
+        after_pod["spec"]["nodeName"] = before["spec"]["nodeName"]
+    apply(after_pod)
     (after,) = wait_for_pods(namespace, "e2e=after", 1, ready=False)
     summary = fetcher_state(after)[2]
     assert summary.startswith("cache hit"), summary

@@ -37,15 +37,17 @@ def test_a_deployment_shares_one_download_and_loads_the_model_offline_by_repo_id
 
 
 def test_a_second_namespace_on_the_shared_cache_is_a_cache_hit(namespace: str) -> None:
-    if not CLUSTER.shared:
+    if not CLUSTER.shared and not CLUSTER.node_local:
         pytest.skip("every namespace has its own cache here: run with MODELCACHE_E2E_OVERLAY=overlays/nfs")
     apply(pod("first", namespace, {"modelcache.io/model": CLUSTER.model}, container=serving_container(CLUSTER.model)))
-    wait_for_pods(namespace, "e2e=first", 1, ready=True)
+    (first,) = wait_for_pods(namespace, "e2e=first", 1, ready=True)
     other = new_namespace("modelcache-e2e-second")
     try:
         served = pod(
             "second", other, {"modelcache.io/model": CLUSTER.model}, container=serving_container(CLUSTER.model)
         )
+        if CLUSTER.node_local:  # every namespace shares its node's copy: the same node, then
+            served["spec"]["nodeName"] = first["spec"]["nodeName"]
         apply(served)
         (second,) = wait_for_pods(other, "e2e=second", 1, ready=True)
         assert fetcher_state(second)[2].startswith("cache hit"), fetcher_state(second)
