@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test check lint typecheck imports fmt bench bench-webhook bench-fetch bench-ranges bench-gates constraints images clean
+.PHONY: demo test check lint typecheck imports fmt bench bench-webhook bench-fetch bench-ranges bench-gates bench-nodes constraints images clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -41,7 +41,7 @@ fmt: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 ## bench: benchmarks that print tables (results go in docs/benchmarks.md)
-bench: bench-webhook bench-fetch bench-ranges bench-gates
+bench: bench-webhook bench-fetch bench-ranges bench-gates bench-nodes
 
 # KServe's storage initializer, a benchmark peer, brings cloud SDKs: it gets a virtualenv of its own.
 PEERS := .venv-peers/.installed
@@ -79,6 +79,12 @@ bench-ranges: $(STAMP)
 bench-gates: $(STAMP)
 	$(COMPILE)
 	$(BIN)/python -m bench.gates
+
+# Node-local caches: origin bytes for pods spread over M nodes' caches, and the hit on a warmed node
+# against the hit on a pod-filled cache (docs/benchmarks.md, issue 16).
+bench-nodes: $(STAMP)
+	$(COMPILE)
+	$(BIN)/python -m bench.nodes
 
 bench-webhook: $(STAMP)
 	$(COMPILE)

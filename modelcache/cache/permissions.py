@@ -77,7 +77,8 @@ def denied_message(err: OSError, root: Path, *, uid_setting: str) -> str:
         f"cannot write the cache volume: {err.strerror} on {failed}. {facts}; the fetcher runs as {whoami()}. "
         f"Fixes, in order: (1) make the volume root writable for every UID, once: `chmod 0777 {root}` from a pod "
         f'that mounts it as its owner or as root, or `modelcache prepare` there (docs/install.md, "Prepare the '
-        "volume\"), or have the provisioner create it so (the NFS CSI driver's StorageClass parameter "
+        'volume"; a node-local cache, on each node: "Prepare the nodes"), or have the provisioner create it so '
+        "(the NFS CSI driver's StorageClass parameter "
         'mountPermissions: "0777"; an EFS access point\'s uid, gid and directoryPerms); (2) or run the fetcher '
         f"as the owner: set the pod's securityContext.runAsUser (and runAsGroup) to {root_facts.uid}, or, for "
         f"pods that run as root, the webhook's {uid_setting}"

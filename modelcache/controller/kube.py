@@ -39,15 +39,16 @@ def observe_volumes(api: Kube, settings: ControllerSettings) -> Observed:
         if own is None:  # a new shared PVC is due: find the volume an earlier installation retained
             selector = f"{CACHE_SOURCE_LABEL}={settings.claim_name}"
             retained = api.get(path("v1", "persistentvolumes"), params={"labelSelector": selector}).get("items", [])
-    node_claims, node_volumes = {}, {}
+    node_claims = {}
     if settings.node_local != "off":
         listed = api.get(
             path("v1", "persistentvolumeclaims"), params={"fieldSelector": f"metadata.name={settings.node_claim}"}
         )
         node_claims = {c.namespace: c for c in (Claim.of(item) for item in listed.get("items", []))}
-        selector = f"{_MANAGED_SELECTOR},{NODE_LOCAL_NAMESPACE_LABEL}"
-        listed = api.get(path("v1", "persistentvolumes"), params={"labelSelector": selector})
-        node_volumes = {item["metadata"]["name"]: item for item in listed.get("items", [])}
+    # Listed even when node-local caches are off: those left from before go once their PVC is deleted.
+    selector = f"{_MANAGED_SELECTOR},{NODE_LOCAL_NAMESPACE_LABEL}"
+    listed = api.get(path("v1", "persistentvolumes"), params={"labelSelector": selector})
+    node_volumes = {item["metadata"]["name"]: item for item in listed.get("items", [])}
     return Observed(
         claims=by_namespace,
         node_claims=node_claims,

@@ -135,3 +135,22 @@ def test_warm_up_settings_without_a_node_are_refused_with_what_to_set(cache: Pat
                 "MODELCACHE_WARM_UP": '[{"source":"hf://"}]',
             }
         )
+
+
+def test_the_warm_up_example_is_a_valid_cachedmodel_that_warms_exactly_the_gpu_nodes(
+    kube: tuple[KubeApi, Path],
+) -> None:
+    import yaml
+
+    from modelcache.agent.config import AgentSettings
+    from modelcache.agent.warmup import NodeWarmUp
+    from tests.manifests.rendering import ROOT
+
+    api, _ = kube
+    example = yaml.safe_load((ROOT / "examples" / "admin" / "warm-up-cachedmodel.yaml").read_text())
+    api.create(example)  # the stand-in checks it against the CRD's schema, as the apiserver does
+    for node, labels in (("gpu-1", {"nvidia.com/gpu.present": "true"}), ("cpu-1", {})):
+        api.create({"apiVersion": "v1", "kind": "Node", "metadata": {"name": node, "labels": labels}})
+    for node, expected in (("gpu-1", [example["spec"]["source"]]), ("cpu-1", [])):
+        settings = AgentSettings(cache_root="/", node_name=node)
+        assert [m.source for m in NodeWarmUp(api.client("agent"), settings).models()] == expected, node

@@ -403,3 +403,10 @@ def test_node_local_path_must_be_a_directory_of_its_own(path: str) -> None:
 
     with pytest.raises(SettingsError, match="MODELCACHE_NODE_LOCAL_PATH"):
         ControllerSettings.from_env({"MODELCACHE_NODE_LOCAL_PATH": path})
+
+
+def test_node_local_volumes_left_from_before_go_once_their_pvc_is_deleted_even_with_node_local_off() -> None:
+    released = node_pv("old-team", phase="Released")
+    observed = Observed(claims={}, wanted=frozenset(), node_volumes={released["metadata"]["name"]: released})
+    plan = plan_volumes(observed, settings("existing"), now=NOW)
+    assert [(a.verb, a.name) for a in plan.actions] == [("delete", released["metadata"]["name"])]
