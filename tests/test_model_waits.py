@@ -312,7 +312,7 @@ def test_node_local_namespaces_wait_on_their_nodes_and_a_declaration_makes_no_jo
     """Readiness is per node there: no gate holds a pod, Events name the pod's node's cache, and a Job would
     fill one node: a declared CachedModel's spec.namespaces fetch nothing in node-local namespaces."""
     loop = controller(api, node_local="always")
-    gated = {
+    gated: dict[str, Any] = {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
@@ -324,10 +324,8 @@ def test_node_local_namespaces_wait_on_their_nodes_and_a_declaration_makes_no_jo
         "spec": {"schedulingGates": [{"name": wire.SCHEDULING_GATE}], "containers": [{"name": "app", "image": "a"}]},
     }
     initing = copy.deepcopy(gated)
-    initing["metadata"]["name"], initing["spec"] = (
-        "llm-3",
-        {"nodeName": "gpu-1", "containers": gated["spec"]["containers"]},
-    )
+    initing["metadata"]["name"] = "llm-3"
+    initing["spec"] = {"nodeName": "gpu-1", "containers": gated["spec"]["containers"]}  # bound, in Init
     for pod in (gated, initing):
         api.create(pod)
     running = {"running": {"startedAt": "2026-12-01T00:00:00Z"}}
