@@ -97,30 +97,27 @@ def write_status(api: Kube, settings: ControllerSettings, status: VolumeStatus) 
 
 
 def watch_changes(api: Kube, settings: ControllerSettings, *, timeout_seconds: int) -> list[Watcher]:
-    """The watches that should wake the controller: new modelcache pods, and any change to a cache PVC."""
+    """The watches that should wake the controller: new modelcache pods, and any change to a cache PVC
+    (and to a node-local one, when those are on)."""
 
     def model_pods() -> Iterator[str]:
         yield from _events(api, path("v1", "pods"), ("ADDED",), timeout_seconds, labelSelector=MODEL_KEY_LABEL)
 
-    def claims() -> Iterator[str]:
-        yield from _events(
-            api,
-            path("v1", "persistentvolumeclaims"),
-            ("ADDED", "MODIFIED", "DELETED"),
-            timeout_seconds,
-            fieldSelector=f"metadata.name={settings.claim_name}",
-        )
+    def claims_named(name: str) -> Watcher:
+        def claims() -> Iterator[str]:
+            yield from _events(
+                api,
+                path("v1", "persistentvolumeclaims"),
+                ("ADDED", "MODIFIED", "DELETED"),
+                timeout_seconds,
+                fieldSelector=f"metadata.name={name}",
+            )
 
-    def node_claims() -> Iterator[str]:
-        yield from _events(
-            api,
-            path("v1", "persistentvolumeclaims"),
-            ("ADDED", "MODIFIED", "DELETED"),
-            timeout_seconds,
-            fieldSelector=f"metadata.name={settings.node_claim}",
-        )
+        claims.__name__ = f"claims {name}"
+        return claims
 
-    return [model_pods, claims, node_claims] if settings.node_local != "off" else [model_pods, claims]
+    names = [settings.claim_name, *([settings.node_claim] if settings.node_local != "off" else [])]
+    return [model_pods, *(claims_named(name) for name in names)]
 
 
 Watcher = Callable[[], Iterator[str]]
