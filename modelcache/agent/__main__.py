@@ -87,7 +87,7 @@ def make_agent(settings: AgentSettings) -> Agent:
             volume = cachedmodel.volume_id(settings.namespace, settings.cache_claim)
             cached_models = CachedModels(api, volume=volume, mode=settings.volume_mode)
         declared = declared_users
-    warm_up = NodeWarmUp(api, settings) if node else None
+    warm_up = NodeWarmUp(api, settings, cached_models) if node else None
 
     def users() -> dict[str, list[PodRef]]:
         """Live pods (on this node, for a node's cache), the models someone declared as CachedModels and

@@ -197,6 +197,7 @@ class CachedModels:
         """`mode`: the cluster's volume mode, which maps the namespaces a declared object names to volumes."""
         self.api, self.volume, self.mode, self.clock = api, volume, mode, clock
         self.claim = volume.partition("/")[2]
+        self.listed: list[JsonObject] | None = None  # the objects the last sync listed (the warm-up reads them)
 
     def expected(self, obj: JsonObject) -> frozenset[str]:
         return cachedmodel.declared_volumes(obj, mode=self.mode, claim=self.claim, shared=self.volume)
@@ -206,6 +207,7 @@ class CachedModels:
 
         report = SyncReport()
         listed = self.api.get(path(cachedmodel.API_VERSION, cachedmodel.PLURAL)).get("items", [])
+        self.listed = listed
         by_key = {key: obj for obj in listed if (key := key_of(obj))}
         on_volume = {m.key for m in models}
         for model in models:

@@ -18,6 +18,7 @@ from modelcache.contract.sources import parse_source
 from modelcache.contract.warmup import WarmModel, for_node, from_cached_model
 
 if TYPE_CHECKING:
+    from modelcache.agent.cachedmodels import CachedModels
     from modelcache.runtime.kube import Kube
 
 WARM_UP = "(warm-up)"  # the namespace of the pseudo-users that stand for the warm-up list in the purge
@@ -26,8 +27,9 @@ WARM_UP = "(warm-up)"  # the namespace of the pseudo-users that stand for the wa
 class NodeWarmUp:
     """The warm-up list of the node this agent runs on."""
 
-    def __init__(self, api: Kube, settings: AgentSettings) -> None:
-        self.api, self.settings = api, settings
+    def __init__(self, api: Kube, settings: AgentSettings, cached_models: CachedModels | None = None) -> None:
+        """`cached_models`: the agent's, whose sync lists the objects just before (one list per scan)."""
+        self.api, self.settings, self.cached_models = api, settings, cached_models
         self.last: list[WarmModel] | None = None
 
     def models(self) -> list[WarmModel]:
@@ -38,12 +40,14 @@ class NodeWarmUp:
         labels = (node.get("metadata") or {}).get("labels") or {}
         declared: list[WarmModel] = []
         if self.settings.cached_models:
-            try:
-                listed = self.api.get(path(cachedmodel.API_VERSION, cachedmodel.PLURAL)).get("items", [])
-            except ApiError as err:
-                if err.status != 404:
-                    raise
-                listed = []  # no CRD: the setting alone
+            listed = self.cached_models.listed if self.cached_models is not None else None
+            if listed is None:
+                try:
+                    listed = self.api.get(path(cachedmodel.API_VERSION, cachedmodel.PLURAL)).get("items", [])
+                except ApiError as err:
+                    if err.status != 404:
+                        raise
+                    listed = []  # no CRD: the setting alone
             declared = [model for obj in listed if (model := from_cached_model(obj)) is not None]
         self.last = for_node([*self.settings.warm_up, *declared], labels)
         return self.last
