@@ -89,12 +89,10 @@ def make_agent(settings: AgentSettings) -> Agent:
         declared = declared_users
     warm_up = NodeWarmUp(api, settings, cached_models) if node else None
 
-    def users() -> dict[str, list[PodRef]]:
-        """Live pods (on this node, for a node's cache), the models someone declared as CachedModels and
-        this node's warm-up list: the purge keeps them all."""
-        found = live_pods_by_key(api, settings.pods_namespace, node=node)
-        for key, refs in (declared(api) if declared is not None else {}).items():
-            found.setdefault(key, []).extend(refs)
+    def kept() -> dict[str, list[PodRef]]:
+        """Besides live pods, the purge keeps the models someone declared as CachedModels (listed afresh:
+        one declared a moment ago counts) and this node's warm-up list."""
+        found = declared(api) if declared is not None else {}
         for key, refs in (warm_up.users() if warm_up is not None else {}).items():
             found.setdefault(key, []).extend(refs)
         return found
@@ -102,7 +100,8 @@ def make_agent(settings: AgentSettings) -> Agent:
     return Agent(
         settings,
         elector=elector,
-        live_pods=users,
+        live_pods=lambda: live_pods_by_key(api, settings.pods_namespace, node=node),  # on this node, for its cache
+        kept=kept,
         cached_models=cached_models,
         warm_up=warm_up.models if warm_up is not None else None,
     )

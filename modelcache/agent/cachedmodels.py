@@ -236,7 +236,7 @@ class CachedModels:
             obj = self._create(model, report)
             if obj is None:
                 return
-        pods = sum(1 for pod in live.get(model.key, ()) if pod.namespace != DECLARED)  # real pods only
+        pods = len(live.get(model.key, ()))
 
         def change(current: JsonObject) -> JsonObject | None:
             before = _entry(current, self.volume)

@@ -60,12 +60,14 @@ class Agent:
         *,
         elector: LeaderElector | None,
         live_pods: Callable[[], Mapping[str, Sequence[PodRef]]],
+        kept: Callable[[], Mapping[str, Sequence[PodRef]]] | None = None,
         cached_models: CachedModels | None = None,
         warm_up: Callable[[], Sequence[WarmModel]] | None = None,
     ) -> None:
         """`elector` None: this agent is the only one of its cache (a node's own), so it always acts.
-        `warm_up`: the models this node keeps, written to settings.warm_up_file at every scan."""
-        self.settings, self.elector, self.live_pods = settings, elector, live_pods
+        `kept`: what the purge keeps besides live pods (declared CachedModels, the warm-up list), as
+        pseudo-users. `warm_up`: the models this node keeps, written to settings.warm_up_file at every scan."""
+        self.settings, self.elector, self.live_pods, self.kept = settings, elector, live_pods, kept
         self.cached_models, self.warm_up = cached_models, warm_up
         self.layout = CacheLayout(Path(settings.cache_root).absolute())
         self.metrics = AgentMetrics.create(node=settings.node_name)
@@ -145,7 +147,7 @@ class Agent:
                 min_free_bytes=read_watermark(settings.purge_min_free, capacity=total),
             ),
             ages=Ages(staging=settings.staging_after.total_seconds(), outcomes=settings.outcomes_after.total_seconds()),
-            live_pods=self.live_pods,
+            live_pods=self.users,
             identity=self.identity,
             dry_run=settings.purge_dry_run,
             keep_going=self.keep_going,
@@ -158,6 +160,13 @@ class Agent:
             return None
         self._account(report)
         return report
+
+    def users(self) -> dict[str, list[PodRef]]:
+        """Who keeps each model from the purge: its live pods, and what `kept` says."""
+        found = {key: list(refs) for key, refs in self.live_pods().items()}
+        for key, refs in (self.kept() if self.kept is not None else {}).items():
+            found.setdefault(key, []).extend(refs)
+        return found
 
     def _account(self, report: PurgeReport) -> None:
         for item in report.items:

@@ -12,9 +12,7 @@ from typing import TYPE_CHECKING
 
 from modelcache.agent.config import AgentSettings
 from modelcache.contract import cachedmodel
-from modelcache.contract.keys import model_key
 from modelcache.contract.pods import PodRef
-from modelcache.contract.sources import parse_source
 from modelcache.contract.warmup import WarmModel, for_node, from_cached_model
 
 if TYPE_CHECKING:
@@ -57,6 +55,5 @@ class NodeWarmUp:
         models = self.models() if self.last is None else self.last
         users: dict[str, list[PodRef]] = {}
         for model in models:
-            key = model_key(parse_source(model.source, allow_http=False), model.include)
-            users.setdefault(key, []).append(PodRef(WARM_UP, model.source))
+            users.setdefault(model.key, []).append(PodRef(WARM_UP, model.source))
         return users

@@ -20,9 +20,7 @@ from modelcache.cache.layout import CacheLayout
 from modelcache.cache.markers import check_ready
 from modelcache.contract import cachedmodel
 from modelcache.contract.errors import FetchError
-from modelcache.contract.keys import model_key
 from modelcache.contract.quantities import format_bytes
-from modelcache.contract.sources import parse_source
 from modelcache.contract.warmup import WarmModel, load_list
 
 log = logging.getLogger("modelcache")
@@ -55,7 +53,7 @@ class Warmer:
         """Fetch what is missing; the models that failed (each retried later, with a growing delay)."""
         failed = []
         for model in self.models():
-            key = model_key(parse_source(model.source, allow_http=False), model.include)
+            key = model.key
             if check_ready(self.layout, key) is not None:
                 self.retry_at.pop(key, None)
                 continue

@@ -32,6 +32,14 @@ class WarmModel:
     include: tuple[str, ...] = ()
     node_selector: Mapping[str, str] = field(default_factory=dict)
 
+    @property
+    def key(self) -> str:
+        """The model key on the volume (the source was checked when the list was read)."""
+        from modelcache.contract.keys import model_key
+        from modelcache.contract.sources import parse_source
+
+        return model_key(parse_source(self.source, allow_http=False), self.include)
+
     def matches(self, labels: Mapping[str, str]) -> bool:
         """A node selector matches a node that has every one of its labels with that value."""
         return all(labels.get(name) == value for name, value in self.node_selector.items())
