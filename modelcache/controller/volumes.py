@@ -192,9 +192,7 @@ def _node_local(
     pending = NamespaceVolume("pending", "creating the node-local cache PVC", node_local=True)
     existing = observed.node_volumes.get(name)
     if existing is not None and (existing.get("status") or {}).get("phase") == "Released":
-        reason = f"re-created for a new node-local PVC in {namespace}"
-        actions.append(Action("delete", "PersistentVolume", name, reason=reason, serves=namespace))
-        return pending
+        return pending  # _collect_released_clones deletes it in this pass; the next one makes it again
     if existing is None:
         body = node_volume(settings, namespace, name=name, labels=MANAGED_BY)
         actions.append(Action("create", "PersistentVolume", name, body=body, serves=namespace))
@@ -357,8 +355,7 @@ def _create_for(namespace: str, observed: Observed, settings: ControllerSettings
     name = clone_volume_name(settings.claim_name, namespace)
     existing = observed.clones.get(name)
     if existing is not None and existing.get("status", {}).get("phase") == "Released":
-        reason = f"re-created for a new PVC in {namespace}"
-        return [Action("delete", "PersistentVolume", name, reason=reason, serves=namespace)]
+        return []  # _collect_released_clones deletes it in this pass; the next one makes it again
     actions = []
     if existing is None:
         body = clone_volume(source, namespace, settings)
@@ -372,6 +369,7 @@ def _collect_released_clones(observed: Observed) -> list[Action]:
     """A copy whose PVC is gone (namespace deleted, PVC removed, suffix changed) is only a pointer: remove it.
 
     Copies and node-local PVs have reclaim policy Retain, so deleting one never touches the cached files.
+    The one of a namespace whose new PVC waits for it goes the same way: it is made again next pass.
     """
     return [
         Action("delete", "PersistentVolume", name, reason="its PVC is gone; the cached files are untouched")
