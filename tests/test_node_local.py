@@ -56,10 +56,14 @@ def test_pods_spread_over_nodes_cost_the_origin_one_copy_per_node_however_many_s
         assert kinds.count("downloaded") == 1, kinds  # one download per node; its other pod waited or hit
 
 
-def warm(cache: Path, list_file: Path, hub: HubServer, *args: str) -> subprocess.Popen[str]:
+def warm(cache: Path, list_file: Path, hub: HubServer, *args: str, log: Path | None = None) -> subprocess.Popen[str]:
+    """`modelcache warm` as the warm container runs it; its stderr piped, or into `log`."""
     env = {**os.environ, "HF_ENDPOINT": hub.url, "KUBECONFIG": "/nonexistent", "MODELCACHE_RETRY_BASE": "10ms"}
     command = [sys.executable, "-m", "modelcache", "--cache", str(cache), "warm", "--list", str(list_file), *args]
-    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if log is None:
+        return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with log.open("w") as stderr:  # the child has its own copy of the descriptor
+        return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True)
 
 
 def test_a_warmed_node_serves_its_first_pod_from_its_own_disk(hub: HubServer, tmp_path: Path) -> None:
@@ -100,10 +104,15 @@ def test_warm_up_says_which_model_failed_and_goes_on_with_the_others(hub: HubSer
 def test_warm_up_waits_for_the_agents_list_then_follows_it(hub: HubServer, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     cache.mkdir()
-    list_file = tmp_path / "warm.json"
-    process = warm(cache, list_file, hub, "--every", "1s")
+    list_file, log = tmp_path / "warm.json", tmp_path / "warm.log"
+    process = warm(cache, list_file, hub, "--every", "1s", log=log)
     try:
-        time.sleep(1.5)
+        deadline = time.monotonic() + 60
+        while "no warm-up list at" not in log.read_text():
+            assert process.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "nothing said about the missing list"
+            time.sleep(0.05)
+        time.sleep(2.5)  # two more looks at --every 1s, which must not say it again
         list_file.write_text(dump_list([WarmModel(SOURCE)], node="gpu-1"))  # the agent's first scan
         deadline = time.monotonic() + 60
         while check_ready(CacheLayout(cache), KEY) is None:
@@ -112,10 +121,9 @@ def test_warm_up_waits_for_the_agents_list_then_follows_it(hub: HubServer, tmp_p
             time.sleep(0.1)
     finally:
         process.send_signal(signal.SIGTERM)
-        _, err = process.communicate(timeout=30)
+        process.communicate(timeout=30)
     assert process.returncode == 0  # idle at SIGTERM: a clean stop
-    assert "no warm-up list at" in err
-    assert err.count("no warm-up list at") == 1  # said once, not at every look
+    assert log.read_text().count("no warm-up list at") == 1  # said once, not at every look
 
 
 def test_sigterm_during_a_warm_up_download_leaves_nothing_ready_and_the_next_start_resumes(

@@ -3,6 +3,7 @@ the API stand-in enforcing the RBAC that manifests/ grants it, /metrics scraped 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -97,13 +98,20 @@ def value(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
-@pytest.fixture
-def kube(tmp_path: Path) -> Iterator[tuple[KubeApi, Path]]:
-    """The stand-in, enforcing what the nfs overlay grants the agent, and a kubeconfig with its token."""
-    grants = grants_of(render("overlays/nfs"), service_account="modelcache-cache-agent", namespace=NS)
+@contextlib.contextmanager
+def granted(tmp_path: Path, overlay: str, account: str) -> Iterator[tuple[KubeApi, Path]]:
+    """The stand-in, enforcing what `overlay` grants `account`, and a kubeconfig with its token."""
+    grants = grants_of(render(overlay), service_account=account, namespace=NS)
     with KubeApi(token="agent", grants={"agent": grants}) as api:
         yield api, write_kubeconfig(tmp_path / "kubeconfig", api.url, "agent")
         assert api.forbidden == []
+
+
+@pytest.fixture
+def kube(tmp_path: Path) -> Iterator[tuple[KubeApi, Path]]:
+    """What the nfs overlay grants the cache agent."""
+    with granted(tmp_path, "overlays/nfs", "modelcache-cache-agent") as found:
+        yield found
 
 
 @pytest.fixture

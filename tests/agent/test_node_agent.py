@@ -11,14 +11,13 @@ from pathlib import Path
 import pytest
 
 from devtools.hubserver import HubServer
-from devtools.kubeapi import KubeApi, grants_of
+from devtools.kubeapi import KubeApi
 from modelcache.cache.layout import CacheLayout
 from modelcache.cache.markers import check_ready
 from modelcache.contract import cachedmodel, keys, sources, wire
 from modelcache.contract.warmup import load_list
-from tests.agent.test_agent import Agent, value
-from tests.helpers import age_use, modelcache, populate, write_kubeconfig
-from tests.manifests.rendering import render
+from tests.agent.test_agent import Agent, granted, value
+from tests.helpers import age_use, modelcache, populate
 
 NS = "modelcache-system"
 TINY = keys.model_key(sources.parse_source("hf://tiny/model"))
@@ -28,10 +27,9 @@ WARM_UP = [{"source": "hf://tiny/model", "include": ["*.json"], "nodeSelector": 
 
 @pytest.fixture
 def kube(tmp_path: Path) -> Iterator[tuple[KubeApi, Path]]:
-    grants = grants_of(render("overlays/node-local"), service_account="modelcache-node-agent", namespace=NS)
-    with KubeApi(token="agent", grants={"agent": grants}) as api:
-        yield api, write_kubeconfig(tmp_path / "kubeconfig", api.url, "agent")
-        assert api.forbidden == []
+    """What the node-local overlay grants the node agents."""
+    with granted(tmp_path, "overlays/node-local", "modelcache-node-agent") as found:
+        yield found
 
 
 def pod_on(api: KubeApi, name: str, node: str, key: str) -> None:
